@@ -1,0 +1,48 @@
+//! `warden check`: one action in, one decision out.
+
+use anyhow::{Context as _, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use warden_core::{Action, Verdict};
+use warden_policy::PolicySet;
+
+/// Largest action document accepted (a hostile caller cannot exhaust memory).
+pub(crate) const MAX_ACTION_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Reads and validates an Action from a file or stdin (`None` or `-`).
+pub(crate) fn read_action(path: Option<&Path>) -> Result<Action> {
+    let (label, text) = match path {
+        Some(p) if p != Path::new("-") => {
+            let f = std::fs::File::open(p).with_context(|| format!("{}", p.display()))?;
+            (p.display().to_string(), read_limited(f).with_context(|| p.display().to_string())?)
+        }
+        _ => ("<stdin>".to_owned(), read_limited(std::io::stdin().lock()).context("<stdin>")?),
+    };
+    serde_json::from_str(&text).with_context(|| format!("{label}: invalid action"))
+}
+
+fn read_limited(r: impl Read) -> Result<String> {
+    let mut buf = String::new();
+    r.take(MAX_ACTION_BYTES + 1).read_to_string(&mut buf)?;
+    if buf.len() as u64 > MAX_ACTION_BYTES {
+        anyhow::bail!("action is larger than {MAX_ACTION_BYTES} bytes");
+    }
+    Ok(buf)
+}
+
+/// Exit code for a verdict.
+pub(crate) fn exit_code(v: Verdict) -> u8 {
+    match v {
+        Verdict::Allow | Verdict::Warn | Verdict::Transform => 0,
+        Verdict::Deny => 1,
+        Verdict::Escalate => 3,
+    }
+}
+
+pub(crate) fn run(policy: &[PathBuf], action: Option<&Path>) -> Result<u8> {
+    let set = PolicySet::load(policy)?;
+    let action = read_action(action)?;
+    let decision = set.decide(&action);
+    println!("{}", serde_json::to_string(&decision)?);
+    Ok(exit_code(decision.verdict))
+}

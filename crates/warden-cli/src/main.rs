@@ -1,0 +1,70 @@
+//! `warden`: the command-line face of Warden.
+//!
+//! Exit codes (scripts rely on them): 0 the action may proceed (allow, warn,
+//! transform) or the command succeeded; 1 deny, or failed tests/lint; 3
+//! escalate; 2 invalid input or policy (message on stderr naming file, line
+//! and field).
+
+mod bench;
+mod check;
+mod policy_cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Warden: a fail-closed governance checkpoint for AI agents.
+#[derive(Parser)]
+#[command(name = "warden", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decide one action (JSON on stdin or --action) against policies; print the Decision as one JSON line.
+    Check {
+        /// Policy files or directories (repeatable). Required: Warden never runs without a policy.
+        #[arg(long = "policy", short = 'p', required = true, num_args = 1..)]
+        policy: Vec<PathBuf>,
+        /// File with the Action JSON; `-` or omitted reads stdin.
+        #[arg(long)]
+        action: Option<PathBuf>,
+    },
+    /// Policy engineering: lint, test, explain.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
+    },
+    /// Run benchmark workloads and print one JSON line per workload (DESIGN.md §6).
+    Bench {
+        /// Which group: `policy`.
+        group: bench::Group,
+        /// Print JSON lines (the default output is also JSON; kept for script compatibility).
+        #[arg(long)]
+        json: bool,
+        /// Measurement time per workload in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        time_ms: u64,
+    },
+}
+
+/// Exit code for invalid input or policy.
+pub(crate) const EXIT_INVALID: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { policy, action } => check::run(&policy, action.as_deref()),
+        Command::Policy { command } => policy_cmd::run(command),
+        Command::Bench { group, json: _, time_ms } => bench::run(group, time_ms),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("warden: {e:#}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}

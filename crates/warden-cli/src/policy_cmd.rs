@@ -1,0 +1,114 @@
+//! `warden policy lint|test|explain`.
+
+use crate::check::read_action;
+use anyhow::Result;
+use clap::Subcommand;
+use std::path::PathBuf;
+use warden_policy::{Outcome, PolicySet, RuleResult, lint, testing};
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Strictly validate policies and warn about rules that can never decide.
+    Lint {
+        /// Policy files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Exit 1 when there are warnings.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Run policy unit tests (`*_test.yaml`); prints `N passed, M failed`.
+    Test {
+        /// Test files or directories containing them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print every case, not only failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Show which rules were considered for an action, which matched, and why the verdict won.
+    Explain {
+        /// Policy files or directories.
+        #[arg(long = "policy", short = 'p', required = true, num_args = 1..)]
+        policy: Vec<PathBuf>,
+        /// File with the Action JSON; `-` or omitted reads stdin.
+        #[arg(long)]
+        action: Option<PathBuf>,
+    },
+}
+
+pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
+    match cmd {
+        PolicyCommand::Lint { paths, deny_warnings } => {
+            let set = PolicySet::load(&paths)?;
+            let findings = lint::lint(&set);
+            for f in &findings {
+                println!("{f}");
+            }
+            println!(
+                "{} rules from {} policies, default {}: {} warnings",
+                set.rules().len(),
+                set.names().len(),
+                set.default_verdict(),
+                findings.len()
+            );
+            Ok(u8::from(deny_warnings && !findings.is_empty()))
+        }
+        PolicyCommand::Test { paths, verbose } => {
+            let report = testing::run(&paths)?;
+            for c in &report.cases {
+                match &c.failure {
+                    Some(f) => println!("FAIL {} ({}): {f}", c.name, c.origin),
+                    None if verbose => println!("ok   {}", c.name),
+                    None => {}
+                }
+            }
+            println!("{} passed, {} failed", report.passed(), report.failed());
+            Ok(u8::from(report.failed() > 0))
+        }
+        PolicyCommand::Explain { policy, action } => {
+            let set = PolicySet::load(&policy)?;
+            let action = read_action(action.as_deref())?;
+            let ex = set.explain(&action);
+            println!(
+                "action: point={} agent={} tool={}",
+                action.point,
+                action.agent,
+                action.tool().unwrap_or("-")
+            );
+            println!(
+                "policy: {} ({} rules, default {}, {})",
+                set.names().join(", "),
+                set.rules().len(),
+                set.default_verdict(),
+                set.hash()
+            );
+            println!(
+                "considered {} rules in rank order (priority, then deny > escalate > warn > transform > allow); {} excluded by point/tool index",
+                ex.traces.len(),
+                ex.not_considered
+            );
+            for t in &ex.traces {
+                let what = match &t.result {
+                    RuleResult::AgentMismatch => "skip: agent not listed".to_owned(),
+                    RuleResult::ToolMismatch => "skip: tool glob does not match".to_owned(),
+                    RuleResult::ConditionFalse => "no match: condition false".to_owned(),
+                    RuleResult::Matched => format!("MATCH -> {}", t.rule.effect),
+                    RuleResult::Error { message, skipped: true } => format!("error (on_error: skip): {message}"),
+                    RuleResult::Error { message, skipped: false } => format!("ERROR -> deny: {message}"),
+                    RuleResult::OverBudget => "ERROR -> deny: over the CEL cost budget".to_owned(),
+                };
+                println!("  [priority {:>4}] {:<32} {what}   ({})", t.rule.priority, t.rule.id, t.rule.origin);
+            }
+            let d = set.to_decision(&ex.evaluation);
+            let why = match &ex.evaluation.outcome {
+                Outcome::Rule(r) => format!("rule `{}` is the highest-ranked matching rule", r.id),
+                Outcome::Default => format!("no rule matched, so the policy default applies ({})", set.default_origin()),
+                Outcome::Failed { kind, .. } => format!("evaluation failed closed ({kind})"),
+            };
+            println!("verdict: {} because {why}", d.verdict);
+            println!("decision: {}", serde_json::to_string(&d)?);
+            Ok(crate::check::exit_code(d.verdict))
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The answer side of a decision.
+
+use crate::obligation::Obligation;
+use crate::reason::RuntimeError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What Warden says about an action.
+///
+/// The derived order is the tie-break order of the combining algorithm:
+/// `Allow < Transform < Warn < Escalate < Deny`, so `max` picks the most
+/// restrictive verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Proceed.
+    Allow,
+    /// Proceed after applying the decision's transform obligations.
+    Transform,
+    /// Proceed, but flag it.
+    Warn,
+    /// Hold until an approver decides (timeout means deny).
+    Escalate,
+    /// Do not proceed.
+    Deny,
+}
+
+impl Verdict {
+    /// Every verdict, least restrictive first.
+    pub const ALL: [Verdict; 5] = [
+        Verdict::Allow,
+        Verdict::Transform,
+        Verdict::Warn,
+        Verdict::Escalate,
+        Verdict::Deny,
+    ];
+
+    /// Wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Transform => "transform",
+            Verdict::Warn => "warn",
+            Verdict::Escalate => "escalate",
+            Verdict::Deny => "deny",
+        }
+    }
+
+    /// Whether the action may go ahead without a human (allow, warn, transform).
+    pub const fn proceeds(self) -> bool {
+        matches!(self, Verdict::Allow | Verdict::Warn | Verdict::Transform)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Verdict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Verdict::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("unknown verdict `{s}` (expected allow, warn, deny, escalate or transform)"))
+    }
+}
+
+/// The outcome of one decision, in its JSON wire form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Human-readable reasons; reserved ones start with `runtime_error:`.
+    pub reasons: Vec<String>,
+    /// Ids of the rules that produced the verdict (empty for the default).
+    pub rule_ids: Vec<String>,
+    /// What the caller must do before proceeding (approval, redaction, ...).
+    pub obligations: Vec<Obligation>,
+    /// `sha256:<hex>` of the policy set that decided.
+    pub policy_hash: String,
+    /// Unique, time-ordered id of this decision (UUIDv7).
+    pub decision_id: String,
+}
+
+impl Decision {
+    /// A fresh, time-ordered decision id.
+    pub fn new_id() -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+
+    /// A fail-closed deny for a runtime error, with an optional detail reason.
+    pub fn runtime_error(kind: RuntimeError, detail: Option<String>, policy_hash: String) -> Self {
+        let mut reasons = vec![kind.reason().to_owned()];
+        reasons.extend(detail);
+        Decision {
+            verdict: Verdict::Deny,
+            reasons,
+            rule_ids: Vec::new(),
+            obligations: Vec::new(),
+            policy_hash,
+            decision_id: Decision::new_id(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn order_is_tie_break_order() {
+        assert!(Verdict::Deny > Verdict::Escalate);
+        assert!(Verdict::Escalate > Verdict::Warn);
+        assert!(Verdict::Warn > Verdict::Transform);
+        assert!(Verdict::Transform > Verdict::Allow);
+    }
+
+    #[test]
+    fn proceeds() {
+        let go: Vec<_> = Verdict::ALL.into_iter().filter(|v| v.proceeds()).collect();
+        assert_eq!(go, [Verdict::Allow, Verdict::Transform, Verdict::Warn]);
+    }
+
+    #[test]
+    fn runtime_error_is_deny() {
+        let d = Decision::runtime_error(RuntimeError::BudgetExceeded, Some("x".into()), "sha256:0".into());
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert_eq!(d.reasons, ["runtime_error:budget_exceeded", "x"]);
+        let v: serde_json::Value = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["verdict"], "deny");
+        assert_eq!(v["decision_id"].as_str().unwrap().len(), 36);
+    }
+
+    #[test]
+    fn verdict_parse() {
+        for v in Verdict::ALL {
+            assert_eq!(v.as_str().parse::<Verdict>().unwrap(), v);
+        }
+        assert!("block".parse::<Verdict>().is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! The YAML documents as written: strict serde types with source locations.
+//!
+//! Every struct rejects unknown keys; duplicate keys are rejected by the
+//! parser. Semantic checks (globs, CEL, verdict-specific fields) happen in
+//! `compile`, which turns these into the compiled form.
+
+use crate::error::{Origin, PolicyError};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// API version of Warden's own policy and test files.
+pub const WARDEN_API_VERSION: &str = "warden.dev/v1";
+/// API version of AGT policy files, imported unchanged.
+pub const AGT_API_VERSION: &str = "governance.toolkit/v1";
+
+/// Largest policy or test file accepted, so a hostile file cannot exhaust memory.
+pub const MAX_SOURCE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Just enough of a document to know which schema to parse it with.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+/// Which schema a document follows.
+pub(crate) enum Document {
+    /// `warden.dev/v1`, `kind: Policy`.
+    Policy(PolicyDoc),
+    /// `governance.toolkit/v1`.
+    Agt(AgtDoc),
+    /// `warden.dev/v1`, `kind: PolicyTest`.
+    Test(TestDoc),
+}
+
+/// A Warden policy file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyDoc {
+    #[serde(rename = "apiVersion")]
+    pub _api_version: String,
+    #[serde(rename = "kind")]
+    pub _kind: Option<String>,
+    pub name: Spanned<String>,
+    #[serde(default, rename = "description")]
+    pub _description: Option<String>,
+    pub default: Option<Spanned<String>>,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleDoc>>,
+}
+
+/// One Warden rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleDoc {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub points: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub tools: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub agents: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub when: Option<Spanned<String>>,
+    pub effect: Spanned<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub on_error: Option<Spanned<String>>,
+    #[serde(default)]
+    pub approvers: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub transform: Option<Spanned<TransformDoc>>,
+}
+
+/// What a `transform` rule rewrites.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TransformDoc {
+    #[serde(default)]
+    pub redact: Vec<String>,
+    #[serde(default)]
+    pub replace: BTreeMap<String, serde_json::Value>,
+}
+
+/// An AGT `governance.toolkit/v1` policy file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgtDoc {
+    #[serde(rename = "apiVersion")]
+    pub _api_version: String,
+    #[serde(default, rename = "version")]
+    pub _version: Option<serde_json::Value>,
+    pub name: Spanned<String>,
+    #[serde(default, rename = "description")]
+    pub _description: Option<String>,
+    #[serde(default)]
+    pub default_action: Option<Spanned<String>>,
+    #[serde(default)]
+    pub rules: Vec<Spanned<AgtRuleDoc>>,
+}
+
+/// One AGT rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgtRuleDoc {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub condition: Spanned<String>,
+    pub action: Spanned<String>,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default)]
+    pub limit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// A `kind: PolicyTest` file: cases run by `warden policy test`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TestDoc {
+    #[serde(rename = "apiVersion")]
+    pub _api_version: String,
+    #[serde(rename = "kind")]
+    pub _kind: String,
+    #[serde(default, rename = "name")]
+    pub _name: Option<String>,
+    /// Policy paths relative to the test file; default: the test file's directory.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub cases: Vec<Spanned<CaseDoc>>,
+}
+
+/// One test case.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CaseDoc {
+    pub name: String,
+    pub action: serde_json::Value,
+    pub expect: Spanned<String>,
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub reason_contains: Option<String>,
+}
+
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! { with_snippet: false }
+}
+
+fn yaml_error(file: &Path, e: &serde_saphyr::Error) -> PolicyError {
+    let origin = e
+        .location()
+        .map(|l| Origin::at(file, l))
+        .unwrap_or_else(|| Origin::new(file, 0, 0));
+    let message = e.to_string();
+    // serde-saphyr appends its own location; ours is already in the prefix.
+    let message = message
+        .split_once(" at line ")
+        .map(|(m, _)| m.to_owned())
+        .unwrap_or(message);
+    PolicyError::invalid(origin, "document", message)
+}
+
+/// Reads a file, refusing oversized input.
+pub(crate) fn read_source(path: &Path) -> Result<String, PolicyError> {
+    let io = |source| PolicyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.len() > MAX_SOURCE_BYTES as u64 {
+        return Err(PolicyError::invalid(
+            Origin::new(path, 0, 0),
+            "document",
+            format!("file is {} bytes; the limit is {MAX_SOURCE_BYTES}", meta.len()),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(io)
+}
+
+/// Parses one document, choosing the schema from `apiVersion` and `kind`.
+pub(crate) fn parse_document(file: &Path, text: &str) -> Result<Document, PolicyError> {
+    let header: Header =
+        serde_saphyr::from_str_with_options(text, options()).map_err(|e| yaml_error(file, &e))?;
+    let doc_origin = Origin::new(file, 1, 1);
+    match (header.api_version.as_deref(), header.kind.as_deref()) {
+        (Some(WARDEN_API_VERSION), Some("Policy")) => {
+            serde_saphyr::from_str_with_options(text, options())
+                .map(Document::Policy)
+                .map_err(|e| yaml_error(file, &e))
+        }
+        (Some(WARDEN_API_VERSION), Some("PolicyTest")) => {
+            serde_saphyr::from_str_with_options(text, options())
+                .map(Document::Test)
+                .map_err(|e| yaml_error(file, &e))
+        }
+        (Some(WARDEN_API_VERSION), other) => Err(PolicyError::invalid(
+            doc_origin,
+            "kind",
+            format!("expected `Policy` or `PolicyTest`, found {}", describe(other)),
+        )),
+        (Some(AGT_API_VERSION), _) => serde_saphyr::from_str_with_options(text, options())
+            .map(Document::Agt)
+            .map_err(|e| yaml_error(file, &e)),
+        (other, _) => Err(PolicyError::invalid(
+            doc_origin,
+            "apiVersion",
+            format!("expected `{WARDEN_API_VERSION}` or `{AGT_API_VERSION}`, found {}", describe(other)),
+        )),
+    }
+}
+
+fn describe(v: Option<&str>) -> String {
+    v.map(|s| format!("`{s}`")).unwrap_or_else(|| "nothing".to_owned())
+}

@@ -1,0 +1,139 @@
+//! `warden policy test`: policy unit tests written next to the policies.
+//!
+//! A test file is YAML named `*_test.yaml`:
+//!
+//! ```yaml
+//! apiVersion: warden.dev/v1
+//! kind: PolicyTest
+//! name: default pack
+//! policies: [./]          # optional; relative to this file; default: its directory
+//! cases:
+//!   - name: drop table is denied
+//!     action: {agent: bot, tool: sql.query, args: {query: "DROP TABLE users"}}
+//!     expect: deny
+//!     rule: deny-destructive-sql    # optional: must be among the decision's rule_ids
+//!     reason_contains: destructive   # optional
+//! ```
+
+use crate::error::{Origin, PolicyError};
+use crate::load::expand;
+use crate::set::PolicySet;
+use crate::source::{Document, parse_document, read_source};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use warden_core::{Action, Verdict};
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// `file:line:col` of the case.
+    pub origin: Origin,
+    /// Case name.
+    pub name: String,
+    /// `None` when it passed, else what differed.
+    pub failure: Option<String>,
+}
+
+/// All results of a run.
+#[derive(Debug, Clone, Default)]
+pub struct TestReport {
+    /// Per case, in file order.
+    pub cases: Vec<CaseResult>,
+}
+
+impl TestReport {
+    /// Passed cases.
+    pub fn passed(&self) -> usize {
+        self.cases.iter().filter(|c| c.failure.is_none()).count()
+    }
+
+    /// Failed cases.
+    pub fn failed(&self) -> usize {
+        self.cases.len() - self.passed()
+    }
+}
+
+/// Finds test files under `paths` and runs them. Policy load errors and
+/// malformed test files are errors (not failed cases): nothing was tested.
+pub fn run(paths: &[PathBuf]) -> Result<TestReport, PolicyError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            files.extend(expand(std::slice::from_ref(p), true)?);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(PolicyError::NoPolicy(format!("no test files (*_test.yaml) under {}", shown.join(", "))));
+    }
+    let mut cache: HashMap<Vec<PathBuf>, PolicySet> = HashMap::new();
+    let mut report = TestReport::default();
+    for file in files {
+        run_file(&file, &mut cache, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn run_file(file: &Path, cache: &mut HashMap<Vec<PathBuf>, PolicySet>, report: &mut TestReport) -> Result<(), PolicyError> {
+    let text = read_source(file)?;
+    let Document::Test(doc) = parse_document(file, &text)? else {
+        return Err(PolicyError::invalid(Origin::new(file, 1, 1), "kind", "not a PolicyTest file"));
+    };
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let policies: Vec<PathBuf> = if doc.policies.is_empty() {
+        vec![dir.clone()]
+    } else {
+        doc.policies.iter().map(|p| dir.join(p)).collect()
+    };
+    if !cache.contains_key(&policies) {
+        let set = PolicySet::load(&policies)?;
+        cache.insert(policies.clone(), set);
+    }
+    let Some(set) = cache.get(&policies) else {
+        return Err(PolicyError::NoPolicy("policy cache".to_owned()));
+    };
+    for case in doc.cases {
+        let origin = Origin::at(file, case.referenced);
+        let case = case.value;
+        let failure = check_case(set, &case.action, &case.expect.value, case.rule.as_deref(), case.reason_contains.as_deref())
+            .map_err(|m| PolicyError::invalid(Origin::at(file, case.expect.referenced), "expect", m))?;
+        report.cases.push(CaseResult {
+            origin,
+            name: case.name,
+            failure,
+        });
+    }
+    Ok(())
+}
+
+fn check_case(
+    set: &PolicySet,
+    action: &serde_json::Value,
+    expect: &str,
+    rule: Option<&str>,
+    reason_contains: Option<&str>,
+) -> Result<Option<String>, String> {
+    let expect: Verdict = expect.parse()?;
+    let action: Action = match serde_json::from_value(action.clone()) {
+        Ok(a) => a,
+        Err(e) => return Ok(Some(format!("invalid action: {e}"))),
+    };
+    let d = set.decide(&action);
+    let mut problems = Vec::new();
+    if d.verdict != expect {
+        problems.push(format!("expected {expect}, got {} ({})", d.verdict, d.reasons.join("; ")));
+    }
+    if let Some(r) = rule {
+        if !d.rule_ids.iter().any(|id| id == r) {
+            problems.push(format!("expected rule `{r}`, got [{}]", d.rule_ids.join(", ")));
+        }
+    }
+    if let Some(s) = reason_contains {
+        if !d.reasons.iter().any(|x| x.contains(s)) {
+            problems.push(format!("no reason contains `{s}` (reasons: {})", d.reasons.join("; ")));
+        }
+    }
+    Ok((!problems.is_empty()).then(|| problems.join("; ")))
+}

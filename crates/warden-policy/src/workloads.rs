@@ -1,0 +1,86 @@
+//! The benchmark workloads of DESIGN.md §6, shared by the criterion benches
+//! and `warden bench policy`, so both measure exactly the same thing.
+
+use crate::set::PolicySet;
+use std::fmt::Write as _;
+use warden_core::{Action, ActionError};
+
+/// Rule counts of the `policy-N` workloads.
+pub const POLICY_SIZES: [usize; 4] = [1, 10, 100, 1000];
+
+/// `policy-N` source: rule *i* matches `tool == "action_i"`, deny if i % 3 == 0 else allow.
+pub fn policy_n_yaml(n: usize) -> String {
+    let mut s = String::from("apiVersion: warden.dev/v1\nkind: Policy\nname: bench\ndefault: deny\nrules:\n");
+    for i in 0..n {
+        let effect = if i % 3 == 0 { "deny" } else { "allow" };
+        let _ = writeln!(s, "  - id: rule_{i}\n    tools: [action_{i}]\n    effect: {effect}");
+    }
+    s
+}
+
+/// The compiled `policy-N` set.
+pub fn policy_n(n: usize) -> Result<PolicySet, crate::PolicyError> {
+    PolicySet::from_yaml(&policy_n_yaml(n))
+}
+
+/// The `policy-cel` source: one rule with a CEL condition over the arguments
+/// among 100 unrelated rules.
+pub fn policy_cel_yaml() -> String {
+    let mut s = policy_n_yaml(100);
+    s.push_str(
+        "  - id: large_payment\n    tools: [payments.send]\n    when: args.amount > 1000 && args.currency == \"EUR\"\n    effect: deny\n",
+    );
+    s
+}
+
+/// An action for `tool` with a small, typical argument object.
+pub fn action_for(tool: &str) -> Result<Action, ActionError> {
+    let mut args = serde_json::Map::new();
+    args.insert("amount".into(), 5000.into());
+    args.insert("currency".into(), "EUR".into());
+    Ok(Action::tool_call("bench-agent", tool)?.with_args(args))
+}
+
+/// Why the workloads could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// A policy did not compile.
+    #[error(transparent)]
+    Policy(#[from] crate::PolicyError),
+    /// An action was invalid.
+    #[error(transparent)]
+    Action(#[from] ActionError),
+}
+
+/// One named workload: a set and the action to evaluate against it.
+pub struct Workload {
+    /// DESIGN.md §6 name, e.g. `policy-100/match-last`.
+    pub name: String,
+    /// The compiled set.
+    pub set: PolicySet,
+    /// The action.
+    pub action: Action,
+}
+
+/// All policy workloads, in report order.
+pub fn all() -> Result<Vec<Workload>, WorkloadError> {
+    let mut out = Vec::new();
+    for n in POLICY_SIZES {
+        out.push(Workload {
+            name: format!("policy-{n}/match-last"),
+            set: policy_n(n)?,
+            action: action_for(&format!("action_{}", n - 1))?,
+        });
+        out.push(Workload {
+            name: format!("policy-{n}/no-match"),
+            set: policy_n(n)?,
+            action: action_for("unknown_tool")?,
+        });
+    }
+    out.push(Workload {
+        name: "policy-cel".to_owned(),
+        set: PolicySet::from_yaml(&policy_cel_yaml())?,
+        action: action_for("payments.send")?,
+    });
+    Ok(out)
+}
