@@ -246,8 +246,42 @@ fn to_val(value: Value) -> Option<Box<dyn Val>> {
     value.try_into().ok()
 }
 
+/// Deepest JSON nesting a condition will look at; deeper input is an invalid action.
+pub const MAX_INPUT_DEPTH: usize = 64;
+
+/// Whether `v` nests no deeper than `limit` (recursion bounded by `limit`).
+pub(crate) fn within_depth(v: &serde_json::Value, limit: usize) -> bool {
+    match v {
+        serde_json::Value::Array(a) => limit > 0 && a.iter().all(|x| within_depth(x, limit - 1)),
+        serde_json::Value::Object(o) => limit > 0 && o.values().all(|x| within_depth(x, limit - 1)),
+        _ => true,
+    }
+}
+
+/// JSON → CEL with JSON's number model: integers that fit `int` are `int`
+/// (so `args.n + 1` and `args.n > 5` just work), larger ones `uint`, the rest `double`.
+pub(crate) fn json_to_cel(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i),
+            (None, Some(u)) => Value::UInt(u),
+            _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(a) => Value::List(Arc::new(a.iter().map(json_to_cel).collect())),
+        serde_json::Value::Object(o) => json_map_to_cel(o),
+    }
+}
+
+fn json_map_to_cel(o: &serde_json::Map<String, serde_json::Value>) -> Value {
+    let m: HashMap<String, Value> = o.iter().map(|(k, v)| (k.clone(), json_to_cel(v))).collect();
+    Value::from(m)
+}
+
 fn json_map_val(map: &serde_json::Map<String, serde_json::Value>) -> Option<Box<dyn Val>> {
-    cel::to_value(map).ok().and_then(to_val)
+    to_val(json_map_to_cel(map))
 }
 
 fn id_map(id: Option<&str>) -> Option<Box<dyn Val>> {

@@ -45,7 +45,7 @@ pub mod testing;
 pub mod workloads;
 
 pub use compile::AGT_APPROVAL_TIMEOUT_MS;
-pub use condition::{MAX_COMPREHENSION_DEPTH, MAX_CONDITION_BYTES, VARIABLES};
+pub use condition::{MAX_COMPREHENSION_DEPTH, MAX_CONDITION_BYTES, MAX_INPUT_DEPTH, VARIABLES};
 pub use error::{Origin, PolicyError};
 pub use handle::PolicyHandle;
 pub use load::{Source, is_test_file};

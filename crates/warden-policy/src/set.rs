@@ -1,6 +1,6 @@
 //! The compiled policy set: rules indexed by (point, tool), evaluated in rank order.
 
-use crate::condition::{ActionVars, Condition, json_nodes};
+use crate::condition::{ActionVars, Condition, MAX_INPUT_DEPTH, json_nodes, within_depth};
 use crate::error::{Origin, PolicyError};
 use crate::rule::{OnError, Rule};
 use cel::{Context, Env};
@@ -159,10 +159,12 @@ pub struct Explanation<'p> {
 enum Fail {
     Error(String),
     OverBudget(u64),
+    Invalid(String),
 }
 
 /// Per-decision lazy state: the CEL context and input size, built on first use.
 struct Scratch {
+    input_checked: bool,
     input_nodes: Option<u64>,
     started: Option<Instant>,
 }
@@ -303,6 +305,15 @@ impl PolicySet {
     }
 
     fn run_condition(&self, c: &Condition, action: &Action, scratch: &mut Scratch, ctx: &Context<'_, '_>) -> Result<bool, Fail> {
+        if !scratch.input_checked {
+            let deep = |m: &serde_json::Map<String, serde_json::Value>| {
+                !m.values().all(|v| within_depth(v, MAX_INPUT_DEPTH - 1))
+            };
+            if deep(&action.args) || deep(&action.context) {
+                return Err(Fail::Invalid(format!("args or context nest deeper than {MAX_INPUT_DEPTH} levels")));
+            }
+            scratch.input_checked = true;
+        }
         if c.iterates() {
             let n = *scratch.input_nodes.get_or_insert_with(|| {
                 let args: u64 = action.args.values().map(json_nodes).sum();
@@ -338,6 +349,7 @@ impl PolicySet {
     pub fn evaluate(&self, action: &Action) -> Evaluation<'_> {
         let vars = ActionVars::new(action);
         let mut scratch = Scratch {
+            input_checked: false,
             input_nodes: None,
             started: None,
         };
@@ -376,6 +388,17 @@ impl PolicySet {
                     result = Some(self.budget_failure(rule, format!("worst-case CEL cost {cost} exceeds the budget of {}", self.limits.cel_cost_budget)));
                     false
                 }
+                Err(Fail::Invalid(detail)) => {
+                    result = Some(Evaluation {
+                        verdict: Verdict::Deny,
+                        outcome: Outcome::Failed {
+                            kind: RuntimeError::InvalidAction,
+                            rule: Some(rule),
+                            detail,
+                        },
+                    });
+                    false
+                }
                 Err(Fail::Error(_)) if rule.on_error == OnError::Skip => true,
                 Err(Fail::Error(message)) => {
                     result = Some(Evaluation {
@@ -402,6 +425,7 @@ impl PolicySet {
         let evaluation = self.evaluate(action);
         let vars = ActionVars::new(action);
         let mut scratch = Scratch {
+            input_checked: false,
             input_nodes: None,
             started: None,
         };
@@ -420,6 +444,7 @@ impl PolicySet {
                         Ok(true) => RuleResult::Matched,
                         Ok(false) => RuleResult::ConditionFalse,
                         Err(Fail::OverBudget(_)) => RuleResult::OverBudget,
+                        Err(Fail::Invalid(message)) => RuleResult::Error { message, skipped: false },
                         Err(Fail::Error(message)) => RuleResult::Error {
                             message,
                             skipped: rule.on_error == OnError::Skip,

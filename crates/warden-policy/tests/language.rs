@@ -175,7 +175,7 @@ rules:
 ",
     );
     let small = act("t", json!({"xs": [1, 2, 3]}));
-    assert_eq!(verdict(&s, &small), Verdict::Allow);
+    assert_eq!(verdict(&s, &small), Verdict::Allow, "{:?}", s.decide(&small).reasons);
     let big: Vec<i64> = (0..20_000).collect();
     let huge = act("t", json!({ "xs": big }));
     let d = s.decide(&huge);
@@ -203,8 +203,12 @@ rules:
     assert_eq!(verdict(&s, &act("echo", json!({"text": 5}))), Verdict::Deny);
     // Lookalike tool name (Cyrillic е) does not hit the `echo` rule: default deny.
     assert_eq!(verdict(&s, &act("\u{0435}cho", json!({"text": "hi"}))), Verdict::Deny);
-    let deep = (0..2000).fold(json!(1), |acc, _| json!([acc]));
-    assert_eq!(verdict(&s, &act("echo", json!({"text": deep}))), Verdict::Deny);
+    let deep = (0..2000).fold(json!(1), |acc, _| serde_json::Value::Array(vec![acc]));
+    let mut args = serde_json::Map::new();
+    args.insert("text".into(), deep);
+    let d = s.decide(&Action::tool_call("bot", "echo").unwrap().with_args(args));
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(d.reasons[0], "runtime_error:invalid_action");
 }
 
 #[test]
@@ -238,7 +242,7 @@ fn load_errors_name_line_and_field() {
     }
     // Line and column point at the offending rule field.
     let e = err("default: allow\nrules:\n  - id: a\n    effect: allow\n  - id: b\n    effect: nope\n");
-    assert!(e.starts_with("<inline>:8:"), "{e}");
+    assert!(e.starts_with("<inline>:9:13:"), "{e}");
 }
 
 #[test]
