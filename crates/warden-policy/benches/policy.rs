@@ -7,7 +7,9 @@ use std::hint::black_box;
 fn policy(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy");
     for w in warden_policy::workloads::all().unwrap() {
-        g.bench_function(&w.name, |b| b.iter(|| black_box(w.set.evaluate(black_box(&w.action)).verdict)));
+        g.bench_function(&w.name, |b| {
+            b.iter(|| black_box(w.set.evaluate(black_box(&w.action)).verdict))
+        });
     }
     g.finish();
 }

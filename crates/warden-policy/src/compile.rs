@@ -35,12 +35,20 @@ fn parse_default(file: &Path, field: &str, s: &Spanned<String>) -> Result<Verdic
     }
 }
 
-fn points_mask(file: &Path, field: &str, points: &Option<Spanned<Vec<String>>>) -> Result<u16, PolicyError> {
+fn points_mask(
+    file: &Path,
+    field: &str,
+    points: &Option<Spanned<Vec<String>>>,
+) -> Result<u16, PolicyError> {
     let Some(points) = points else {
         return Ok(1 << Point::PreToolCall.index());
     };
     if points.value.is_empty() {
-        return Err(PolicyError::invalid(at(file, points), field, "must list at least one point"));
+        return Err(PolicyError::invalid(
+            at(file, points),
+            field,
+            "must list at least one point",
+        ));
     }
     let mut mask = 0u16;
     for p in &points.value {
@@ -57,7 +65,11 @@ fn points_mask(file: &Path, field: &str, points: &Option<Spanned<Vec<String>>>) 
     Ok(mask)
 }
 
-fn name_set(file: &Path, field: &str, list: &Option<Spanned<Vec<String>>>) -> Result<Option<NameSet>, PolicyError> {
+fn name_set(
+    file: &Path,
+    field: &str,
+    list: &Option<Spanned<Vec<String>>>,
+) -> Result<Option<NameSet>, PolicyError> {
     let Some(list) = list else { return Ok(None) };
     if list.value.is_empty() {
         return Err(PolicyError::invalid(
@@ -72,7 +84,11 @@ fn name_set(file: &Path, field: &str, list: &Option<Spanned<Vec<String>>>) -> Re
 }
 
 /// Compiles a `warden.dev/v1` Policy document.
-pub(crate) fn compile_policy(env: &Env, file: &Path, doc: PolicyDoc) -> Result<Compiled, PolicyError> {
+pub(crate) fn compile_policy(
+    env: &Env,
+    file: &Path,
+    doc: PolicyDoc,
+) -> Result<Compiled, PolicyError> {
     let default = match &doc.default {
         Some(d) => Some((parse_default(file, "default", d)?, at(file, d))),
         None => {
@@ -84,7 +100,11 @@ pub(crate) fn compile_policy(env: &Env, file: &Path, doc: PolicyDoc) -> Result<C
         }
     };
     if doc.name.value.trim().is_empty() {
-        return Err(PolicyError::invalid(at(file, &doc.name), "name", "must not be empty"));
+        return Err(PolicyError::invalid(
+            at(file, &doc.name),
+            "name",
+            "must not be empty",
+        ));
     }
     let mut rules = Vec::with_capacity(doc.rules.len());
     for (i, r) in doc.rules.into_iter().enumerate() {
@@ -97,7 +117,12 @@ pub(crate) fn compile_policy(env: &Env, file: &Path, doc: PolicyDoc) -> Result<C
     })
 }
 
-fn compile_rule(env: &Env, file: &Path, i: usize, spanned: Spanned<RuleDoc>) -> Result<Rule, PolicyError> {
+fn compile_rule(
+    env: &Env,
+    file: &Path,
+    i: usize,
+    spanned: Spanned<RuleDoc>,
+) -> Result<Rule, PolicyError> {
     let origin = at(file, &spanned);
     let r = spanned.value;
     let f = |name: &str| format!("rules[{i}].{name}");
@@ -128,22 +153,40 @@ fn compile_rule(env: &Env, file: &Path, i: usize, spanned: Spanned<RuleDoc>) -> 
     };
     let condition = match &r.when {
         Some(w) => Some(
-            Condition::compile(env, &w.value).map_err(|m| PolicyError::invalid(at(file, w), f("when"), m))?,
+            Condition::compile(env, &w.value)
+                .map_err(|m| PolicyError::invalid(at(file, w), f("when"), m))?,
         ),
         None => None,
     };
     let mut obligations = Vec::new();
     match effect {
         Verdict::Escalate => {
-            let approvers = r.approvers.as_ref().filter(|a| !a.value.is_empty()).ok_or_else(|| {
-                PolicyError::invalid(origin.clone(), f("approvers"), "an escalate rule must list at least one approver")
-            })?;
+            let approvers = r
+                .approvers
+                .as_ref()
+                .filter(|a| !a.value.is_empty())
+                .ok_or_else(|| {
+                    PolicyError::invalid(
+                        origin.clone(),
+                        f("approvers"),
+                        "an escalate rule must list at least one approver",
+                    )
+                })?;
             let timeout = r.timeout.as_ref().ok_or_else(|| {
-                PolicyError::invalid(origin.clone(), f("timeout"), "an escalate rule must set a timeout, e.g. `5m`")
+                PolicyError::invalid(
+                    origin.clone(),
+                    f("timeout"),
+                    "an escalate rule must set a timeout, e.g. `5m`",
+                )
             })?;
-            let d = parse_duration(&timeout.value).map_err(|m| PolicyError::invalid(at(file, timeout), f("timeout"), m))?;
+            let d = parse_duration(&timeout.value)
+                .map_err(|m| PolicyError::invalid(at(file, timeout), f("timeout"), m))?;
             if d.is_zero() {
-                return Err(PolicyError::invalid(at(file, timeout), f("timeout"), "must be greater than zero"));
+                return Err(PolicyError::invalid(
+                    at(file, timeout),
+                    f("timeout"),
+                    "must be greater than zero",
+                ));
             }
             obligations.push(Obligation::Approval {
                 approvers: approvers.value.clone(),
@@ -152,17 +195,29 @@ fn compile_rule(env: &Env, file: &Path, i: usize, spanned: Spanned<RuleDoc>) -> 
         }
         _ => {
             if let Some(a) = &r.approvers {
-                return Err(PolicyError::invalid(at(file, a), f("approvers"), "only an escalate rule takes approvers"));
+                return Err(PolicyError::invalid(
+                    at(file, a),
+                    f("approvers"),
+                    "only an escalate rule takes approvers",
+                ));
             }
             if let Some(t) = &r.timeout {
-                return Err(PolicyError::invalid(at(file, t), f("timeout"), "only an escalate rule takes a timeout"));
+                return Err(PolicyError::invalid(
+                    at(file, t),
+                    f("timeout"),
+                    "only an escalate rule takes a timeout",
+                ));
             }
         }
     }
     match (effect, &r.transform) {
         (Verdict::Transform, Some(t)) => {
             if t.value.redact.is_empty() && t.value.replace.is_empty() {
-                return Err(PolicyError::invalid(at(file, t), f("transform"), "must list `redact` paths or `replace` values"));
+                return Err(PolicyError::invalid(
+                    at(file, t),
+                    f("transform"),
+                    "must list `redact` paths or `replace` values",
+                ));
             }
             for path in &t.value.redact {
                 obligations.push(Obligation::Redact { path: path.clone() });
@@ -174,14 +229,24 @@ fn compile_rule(env: &Env, file: &Path, i: usize, spanned: Spanned<RuleDoc>) -> 
                 });
             }
             for o in &obligations {
-                o.validate().map_err(|e| PolicyError::invalid(at(file, t), f("transform"), e.to_string()))?;
+                o.validate().map_err(|e| {
+                    PolicyError::invalid(at(file, t), f("transform"), e.to_string())
+                })?;
             }
         }
         (Verdict::Transform, None) => {
-            return Err(PolicyError::invalid(origin, f("transform"), "a transform rule must say what to rewrite in `transform:`"));
+            return Err(PolicyError::invalid(
+                origin,
+                f("transform"),
+                "a transform rule must say what to rewrite in `transform:`",
+            ));
         }
         (_, Some(t)) => {
-            return Err(PolicyError::invalid(at(file, t), f("transform"), "only a transform rule takes `transform:`"));
+            return Err(PolicyError::invalid(
+                at(file, t),
+                f("transform"),
+                "only a transform rule takes `transform:`",
+            ));
         }
         (_, None) => {}
     }
@@ -229,13 +294,20 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
         let f = |name: &str| format!("rules[{i}].{name}");
         let id = r.name.value.trim().to_owned();
         if id.is_empty() {
-            return Err(PolicyError::invalid(at(file, &r.name), f("name"), "must not be empty"));
+            return Err(PolicyError::invalid(
+                at(file, &r.name),
+                f("name"),
+                "must not be empty",
+            ));
         }
         let (effect, mut obligations) = match r.action.value.as_str() {
             "allow" => (Verdict::Allow, Vec::new()),
             "deny" => (Verdict::Deny, Vec::new()),
             "warn" => (Verdict::Warn, Vec::new()),
-            "log" => (Verdict::Allow, vec![Obligation::AuditMark { label: id.clone() }]),
+            "log" => (
+                Verdict::Allow,
+                vec![Obligation::AuditMark { label: id.clone() }],
+            ),
             "require_approval" => {
                 if r.approvers.is_empty() {
                     return Err(PolicyError::invalid(
@@ -250,7 +322,9 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
                 return Err(PolicyError::invalid(
                     at(file, &r.action),
                     f("action"),
-                    format!("unknown action `{other}` (expected allow, deny, warn, require_approval or log)"),
+                    format!(
+                        "unknown action `{other}` (expected allow, deny, warn, require_approval or log)"
+                    ),
                 ));
             }
         };
@@ -260,12 +334,16 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
                 timeout_ms: AGT_APPROVAL_TIMEOUT_MS,
             });
         }
-        let cel = crate::agt_condition::translate(&r.condition.value)
-            .map_err(|e| PolicyError::invalid(at(file, &r.condition), f("condition"), e.to_string()))?;
+        let cel = crate::agt_condition::translate(&r.condition.value).map_err(|e| {
+            PolicyError::invalid(at(file, &r.condition), f("condition"), e.to_string())
+        })?;
         let condition = Condition::compile(env, &cel)
             .map_err(|m| PolicyError::invalid(at(file, &r.condition), f("condition"), m))?;
         let limit = match &r.limit {
-            Some(l) => Some(RateLimit::parse(&l.value).map_err(|m| PolicyError::invalid(at(file, l), f("limit"), m))?),
+            Some(l) => Some(
+                RateLimit::parse(&l.value)
+                    .map_err(|m| PolicyError::invalid(at(file, l), f("limit"), m))?,
+            ),
             None => None,
         };
         let reason = r

@@ -9,6 +9,7 @@
 //! program, and the environment has no list generators, so this bounds the
 //! work of every evaluation.
 
+use crate::fast::Fast;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::common::types::CelString;
 use cel::common::value::{CowVal, Val};
@@ -50,6 +51,8 @@ pub struct Condition {
     depth: u32,
     /// Whether the result is a literal `false` (lint: rule can never match).
     pub(crate) constant_false: bool,
+    /// Native evaluator when the condition is inside the fast subset.
+    fast: Option<Fast>,
 }
 
 impl Condition {
@@ -102,7 +105,9 @@ impl Condition {
             &program.expression().expr,
             Expr::Literal(cel::common::ast::LiteralValue::Boolean(b)) if !*b.inner()
         );
+        let fast = Fast::compile(program.expression())?;
         Ok(Condition {
+            fast,
             program,
             source: source.to_owned(),
             nodes: walk.nodes,
@@ -125,7 +130,12 @@ impl Condition {
         self.depth > 0
     }
 
-    /// Runs the condition. `Ok(bool)` or an error message.
+    /// The native evaluator, if the condition is inside the fast subset.
+    pub(crate) fn fast(&self) -> Option<&Fast> {
+        self.fast.as_ref()
+    }
+
+    /// Runs the condition on the interpreter. `Ok(bool)` or an error message.
     pub(crate) fn eval(&self, ctx: &Context<'_, '_>) -> Result<bool, String> {
         match self.program.execute(ctx) {
             Ok(Value::Bool(b)) => Ok(b),
@@ -308,7 +318,9 @@ impl VariableResolver for ActionVars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let cached = match variable {
             "tool" => {
-                return Some(CowVal::owned(CelString::from(self.action.tool().unwrap_or(""))));
+                return Some(CowVal::owned(CelString::from(
+                    self.action.tool().unwrap_or(""),
+                )));
             }
             "point" => return Some(CowVal::owned(CelString::from(self.action.point.as_str()))),
             "args" => self.args.get_or_init(|| json_map_val(&self.action.args)),
@@ -357,7 +369,10 @@ mod tests {
         let a = action(serde_json::json!({"q": "DROP table x", "n": 5, "tags": ["a", "b"]}));
         assert_eq!(eval("tool == 'sql.query'", &a), Ok(true));
         assert_eq!(eval("point == 'pre_tool_call'", &a), Ok(true));
-        assert_eq!(eval("agent.id == 'bot' && session.id == 's1'", &a), Ok(true));
+        assert_eq!(
+            eval("agent.id == 'bot' && session.id == 's1'", &a),
+            Ok(true)
+        );
         assert_eq!(eval("args.q.matches('(?i)drop\\\\s+table')", &a), Ok(true));
         assert_eq!(eval("args.n > 3 && 'b' in args.tags", &a), Ok(true));
         assert_eq!(eval("args.tags.exists(t, t == 'a')", &a), Ok(true));
@@ -370,22 +385,42 @@ mod tests {
         let a = action(serde_json::json!({"n": 5}));
         assert!(eval("args.missing == 1", &a).is_err());
         assert!(eval("args.n == 'x' || args.n.startsWith('x')", &a).is_err());
-        assert!(eval("args.n", &a).unwrap_err().contains("instead of a bool"));
+        assert!(
+            eval("args.n", &a)
+                .unwrap_err()
+                .contains("instead of a bool")
+        );
         assert!(eval("session.id == 'x'", &Action::tool_call("a", "t").unwrap()).is_err());
     }
 
     #[test]
     fn load_time_rejections() {
         let env = env();
-        assert!(Condition::compile(&env, "argz.x == 1").unwrap_err().contains("unknown variable `argz`"));
-        assert!(Condition::compile(&env, "args.x ==").unwrap_err().contains("does not compile"));
+        assert!(
+            Condition::compile(&env, "argz.x == 1")
+                .unwrap_err()
+                .contains("unknown variable `argz`")
+        );
+        assert!(
+            Condition::compile(&env, "args.x ==")
+                .unwrap_err()
+                .contains("does not compile")
+        );
         assert!(Condition::compile(&env, "").is_err());
         let deep = format!("{}true{}", "(".repeat(500), ")".repeat(500));
-        assert!(Condition::compile(&env, &deep).unwrap_err().contains("nests deeper"));
+        assert!(
+            Condition::compile(&env, &deep)
+                .unwrap_err()
+                .contains("nests deeper")
+        );
         let long = format!("tool == '{}'", "x".repeat(MAX_CONDITION_BYTES));
         assert!(Condition::compile(&env, &long).is_err());
         let nested = "args.a.exists(x, args.a.exists(y, args.a.exists(z, args.a.exists(w, true))))";
-        assert!(Condition::compile(&env, nested).unwrap_err().contains("nest 4 deep"));
+        assert!(
+            Condition::compile(&env, nested)
+                .unwrap_err()
+                .contains("nest 4 deep")
+        );
         // Comprehension variables are in scope only inside their comprehension.
         assert!(Condition::compile(&env, "args.a.exists(x, x > 1) && x > 1").is_err());
         assert!(Condition::compile(&env, "args.a.exists(x, x > 1)").is_ok());

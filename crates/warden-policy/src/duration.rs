@@ -7,7 +7,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid duration `{text}`: write a whole number and a unit, e.g. `30s`, `5m`, `1h` (units: ms, s, m, h, d)");
+    let bad = || {
+        format!(
+            "invalid duration `{text}`: write a whole number and a unit, e.g. `30s`, `5m`, `1h` (units: ms, s, m, h, d)"
+        )
+    };
     if num.is_empty() {
         return Err(bad());
     }
@@ -20,7 +24,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(bad()),
     };
-    let ms = n.checked_mul(ms_per).ok_or_else(|| format!("duration `{text}` is too large"))?;
+    let ms = n
+        .checked_mul(ms_per)
+        .ok_or_else(|| format!("duration `{text}` is too large"))?;
     Ok(Duration::from_millis(ms))
 }
 
@@ -40,7 +46,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "s", "30", "30 sec", "-5s", "1.5h", "5M", "99999999999999999999s", "18446744073709551615d"] {
+        for bad in [
+            "",
+            "s",
+            "30",
+            "30 sec",
+            "-5s",
+            "1.5h",
+            "5M",
+            "99999999999999999999s",
+            "18446744073709551615d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -65,7 +65,11 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
-    pub(crate) fn invalid(origin: Origin, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        origin: Origin,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         PolicyError::Invalid {
             origin,
             field: field.into(),

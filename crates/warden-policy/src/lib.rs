@@ -34,6 +34,7 @@ mod compile;
 mod condition;
 mod duration;
 mod error;
+mod fast;
 mod handle;
 pub mod lint;
 mod load;

@@ -19,7 +19,11 @@ pub struct Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: warning[{}]: rule `{}`: {}", self.origin, self.code, self.rule, self.message)
+        write!(
+            f,
+            "{}: warning[{}]: rule `{}`: {}",
+            self.origin, self.code, self.rule, self.message
+        )
     }
 }
 
@@ -51,7 +55,10 @@ pub fn lint(set: &PolicySet) -> Vec<Finding> {
             message,
         };
         if b.condition.as_ref().is_some_and(|c| c.constant_false) {
-            out.push(finding("never-matches", "its condition is the constant `false`".to_owned()));
+            out.push(finding(
+                "never-matches",
+                "its condition is the constant `false`".to_owned(),
+            ));
             continue;
         }
         if let Some(a) = rules.iter().take(i).find(|a| covers(a, b)) {

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 
 /// Whether `path` is a YAML file by extension.
 pub(crate) fn is_yaml(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 /// Whether `path` names a test suite (`*_test.yaml`).
@@ -32,7 +35,10 @@ pub fn is_test_file(path: &Path) -> bool {
 pub(crate) fn expand(paths: &[PathBuf], want_tests: bool) -> Result<Vec<PathBuf>, PolicyError> {
     let mut out = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|source| PolicyError::Io { path: p.clone(), source })?;
+        let meta = std::fs::metadata(p).map_err(|source| PolicyError::Io {
+            path: p.clone(),
+            source,
+        })?;
         if meta.is_dir() {
             walk(p, want_tests, &mut out, 0)?;
         } else {
@@ -42,11 +48,23 @@ pub(crate) fn expand(paths: &[PathBuf], want_tests: bool) -> Result<Vec<PathBuf>
     Ok(out)
 }
 
-fn walk(dir: &Path, want_tests: bool, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), PolicyError> {
+fn walk(
+    dir: &Path,
+    want_tests: bool,
+    out: &mut Vec<PathBuf>,
+    depth: usize,
+) -> Result<(), PolicyError> {
     if depth > 16 {
-        return Err(PolicyError::invalid(Origin::new(dir, 0, 0), "directory", "nested more than 16 levels (symlink loop?)"));
+        return Err(PolicyError::invalid(
+            Origin::new(dir, 0, 0),
+            "directory",
+            "nested more than 16 levels (symlink loop?)",
+        ));
     }
-    let io = |source| PolicyError::Io { path: dir.to_path_buf(), source };
+    let io = |source| PolicyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io)?
         .map(|e| e.map(|e| e.path()))
@@ -54,7 +72,10 @@ fn walk(dir: &Path, want_tests: bool, out: &mut Vec<PathBuf>, depth: usize) -> R
         .map_err(io)?;
     entries.sort();
     for e in entries {
-        let hidden = e.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = e
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
@@ -92,7 +113,10 @@ impl PolicySet {
         }
         if sources.is_empty() {
             let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-            return Err(PolicyError::NoPolicy(format!("no policy files (*.yaml, *.yml) under {}", shown.join(", "))));
+            return Err(PolicyError::NoPolicy(format!(
+                "no policy files (*.yaml, *.yml) under {}",
+                shown.join(", ")
+            )));
         }
         PolicySet::from_sources(&sources)
     }
@@ -102,8 +126,9 @@ impl PolicySet {
         if sources.is_empty() {
             return Err(PolicyError::NoPolicy("no policy source given".to_owned()));
         }
-        let env = environment()
-            .map_err(|m| PolicyError::invalid(Origin::default(), "cel", format!("CEL environment: {m}")))?;
+        let env = environment().map_err(|m| {
+            PolicyError::invalid(Origin::default(), "cel", format!("CEL environment: {m}"))
+        })?;
         let mut hasher = Sha256::new();
         let mut rules = Vec::new();
         let mut names = Vec::new();
@@ -130,7 +155,8 @@ impl PolicySet {
                 }
             }
         }
-        let (default, default_origin) = default.ok_or_else(|| PolicyError::NoPolicy("no default verdict".to_owned()))?;
+        let (default, default_origin) =
+            default.ok_or_else(|| PolicyError::NoPolicy("no default verdict".to_owned()))?;
         let hash = format!("sha256:{}", hex::encode(hasher.finalize()));
         PolicySet::build(rules, default, default_origin, hash, names, env)
     }

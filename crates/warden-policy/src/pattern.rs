@@ -57,15 +57,16 @@ impl NameSet {
 
     /// Whether `name` is in the set.
     pub(crate) fn matches(&self, name: &str) -> bool {
-        self.exact.iter().any(|e| &**e == name) || self.globs.as_ref().is_some_and(|g| g.is_match(name))
+        self.exact.iter().any(|e| &**e == name)
+            || self.globs.as_ref().is_some_and(|g| g.is_match(name))
     }
 
     /// Whether every name this set matches is also matched by `other`
     /// (conservative: only exact-name and identical-pattern containment).
     pub(crate) fn is_subset_of(&self, other: &NameSet) -> bool {
-        self.written.iter().all(|p| {
-            other.written.iter().any(|q| q == p) || (!is_glob(p) && other.matches(p))
-        })
+        self.written
+            .iter()
+            .all(|p| other.written.iter().any(|q| q == p) || (!is_glob(p) && other.matches(p)))
     }
 }
 

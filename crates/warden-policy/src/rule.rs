@@ -37,7 +37,9 @@ impl RateLimit {
     /// Parses `N/second|minute|hour|day` (also `s`, `m`, `h`, `d`, and plurals).
     pub fn parse(text: &str) -> Result<RateLimit, String> {
         let bad = || {
-            format!("invalid limit `{text}`: expected `<count>/<second|minute|hour|day>`, e.g. `100/hour`")
+            format!(
+                "invalid limit `{text}`: expected `<count>/<second|minute|hour|day>`, e.g. `100/hour`"
+            )
         };
         let (count, unit) = text.split_once('/').ok_or_else(bad)?;
         let count: u64 = count.trim().parse().map_err(|_| bad())?;
@@ -124,7 +126,10 @@ impl Rule {
 
     /// Order key: higher priority first, then the more restrictive verdict, then declaration order.
     pub(crate) fn order_key(&self) -> (std::cmp::Reverse<i64>, std::cmp::Reverse<Verdict>) {
-        (std::cmp::Reverse(self.priority), std::cmp::Reverse(self.effect))
+        (
+            std::cmp::Reverse(self.priority),
+            std::cmp::Reverse(self.effect),
+        )
     }
 }
 
@@ -136,7 +141,10 @@ mod tests {
     #[test]
     fn limits() {
         assert_eq!(RateLimit::parse("100/hour").unwrap().count, 100);
-        assert_eq!(RateLimit::parse("5/m").unwrap().per, Duration::from_secs(60));
+        assert_eq!(
+            RateLimit::parse("5/m").unwrap().per,
+            Duration::from_secs(60)
+        );
         for bad in ["", "100", "0/hour", "x/hour", "10/fortnight", "-1/s"] {
             assert!(RateLimit::parse(bad).is_err(), "{bad}");
         }

@@ -4,6 +4,7 @@ use crate::condition::{ActionVars, Condition, MAX_INPUT_DEPTH, json_nodes, withi
 use crate::error::{Origin, PolicyError};
 use crate::rule::{OnError, Rule};
 use cel::{Context, Env};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ impl Default for Limits {
 #[derive(Debug, Default)]
 struct PointIndex {
     /// For each exact tool name some rule names: that tool's rules merged with `untargeted`.
-    by_tool: HashMap<Box<str>, Box<[u32]>>,
+    by_tool: FxHashMap<Box<str>, Box<[u32]>>,
     /// Rules with no tool filter (the candidates for any tool, and for no tool).
     untargeted: Box<[u32]>,
     /// Rules whose tool filter has a glob: checked against the tool at evaluation.
@@ -269,7 +270,11 @@ impl PolicySet {
     /// Calls `visit` for each candidate rule in rank order, merging the two
     /// sorted lists; glob rules whose pattern does not match the tool are
     /// reported as `None`. Stops when `visit` returns `false`.
-    fn for_candidates<'s>(&'s self, action: &Action, mut visit: impl FnMut(&'s Rule, bool) -> bool) {
+    fn for_candidates<'s>(
+        &'s self,
+        action: &Action,
+        mut visit: impl FnMut(&'s Rule, bool) -> bool,
+    ) {
         let (listed, globbed) = self.lists(action);
         let tool = action.tool().unwrap_or("");
         let (mut i, mut j) = (0, 0);
@@ -295,7 +300,9 @@ impl PolicySet {
                 }
                 (None, None) => return,
             };
-            let Some(rule) = self.rules.get(next.0 as usize) else { return };
+            let Some(rule) = self.rules.get(next.0 as usize) else {
+                return;
+            };
             // Listed rules are known to apply to this tool; glob rules must be checked.
             let tool_ok = next.1 || rule.tools.as_ref().is_some_and(|t| t.matches(tool));
             if !visit(rule, tool_ok) {
@@ -304,13 +311,24 @@ impl PolicySet {
         }
     }
 
-    fn run_condition(&self, c: &Condition, action: &Action, scratch: &mut Scratch, ctx: &Context<'_, '_>) -> Result<bool, Fail> {
+    /// Runs one condition: the native evaluator when it has one, else the
+    /// interpreter (its context is built on first use and reused).
+    fn run_condition<'v>(
+        &self,
+        c: &Condition,
+        action: &Action,
+        scratch: &mut Scratch,
+        ctx: &mut Option<Context<'v, 'v>>,
+        vars: &'v ActionVars<'v>,
+    ) -> Result<bool, Fail> {
         if !scratch.input_checked {
             let deep = |m: &serde_json::Map<String, serde_json::Value>| {
                 !m.values().all(|v| within_depth(v, MAX_INPUT_DEPTH - 1))
             };
             if deep(&action.args) || deep(&action.context) {
-                return Err(Fail::Invalid(format!("args or context nest deeper than {MAX_INPUT_DEPTH} levels")));
+                return Err(Fail::Invalid(format!(
+                    "args or context nest deeper than {MAX_INPUT_DEPTH} levels"
+                )));
             }
             scratch.input_checked = true;
         }
@@ -325,12 +343,24 @@ impl PolicySet {
                 return Err(Fail::OverBudget(cost));
             }
         }
+        // Native conditions have no loops and run in time linear in the
+        // input, so only interpreted ones start the deadline clock.
+        if let Some(fast) = c.fast() {
+            return fast.eval_bool(action).map_err(Fail::Error);
+        }
         scratch.started.get_or_insert_with(Instant::now);
+        let ctx = ctx.get_or_insert_with(|| {
+            let mut ctx = Context::with_env(Arc::clone(&self.env));
+            ctx.set_variable_resolver(vars);
+            ctx
+        });
         c.eval(ctx).map_err(Fail::Error)
     }
 
     fn over_deadline(&self, scratch: &Scratch) -> bool {
-        scratch.started.is_some_and(|s| s.elapsed() > self.limits.deadline)
+        scratch
+            .started
+            .is_some_and(|s| s.elapsed() > self.limits.deadline)
     }
 
     fn budget_failure<'p>(&self, rule: &'p Rule, what: String) -> Evaluation<'p> {
@@ -362,14 +392,15 @@ impl PolicySet {
             let matched = match &rule.condition {
                 None => Ok(true),
                 Some(c) => {
-                    let ctx = ctx.get_or_insert_with(|| {
-                        let mut ctx = Context::with_env(Arc::clone(&self.env));
-                        ctx.set_variable_resolver(&vars);
-                        ctx
-                    });
-                    let r = self.run_condition(c, action, &mut scratch, ctx);
+                    let r = self.run_condition(c, action, &mut scratch, &mut ctx, &vars);
                     if self.over_deadline(&scratch) {
-                        result = Some(self.budget_failure(rule, format!("evaluation exceeded the {:?} deadline", self.limits.deadline)));
+                        result = Some(self.budget_failure(
+                            rule,
+                            format!(
+                                "evaluation exceeded the {:?} deadline",
+                                self.limits.deadline
+                            ),
+                        ));
                         return false;
                     }
                     r
@@ -385,7 +416,13 @@ impl PolicySet {
                 }
                 Ok(false) => true,
                 Err(Fail::OverBudget(cost)) => {
-                    result = Some(self.budget_failure(rule, format!("worst-case CEL cost {cost} exceeds the budget of {}", self.limits.cel_cost_budget)));
+                    result = Some(self.budget_failure(
+                        rule,
+                        format!(
+                            "worst-case CEL cost {cost} exceeds the budget of {}",
+                            self.limits.cel_cost_budget
+                        ),
+                    ));
                     false
                 }
                 Err(Fail::Invalid(detail)) => {
@@ -429,8 +466,7 @@ impl PolicySet {
             input_nodes: None,
             started: None,
         };
-        let mut ctx = Context::with_env(Arc::clone(&self.env));
-        ctx.set_variable_resolver(&vars);
+        let mut ctx = None;
         let mut traces = Vec::new();
         self.for_candidates(action, |rule, tool_ok| {
             let result = if !tool_ok {
@@ -440,11 +476,14 @@ impl PolicySet {
             } else {
                 match &rule.condition {
                     None => RuleResult::Matched,
-                    Some(c) => match self.run_condition(c, action, &mut scratch, &ctx) {
+                    Some(c) => match self.run_condition(c, action, &mut scratch, &mut ctx, &vars) {
                         Ok(true) => RuleResult::Matched,
                         Ok(false) => RuleResult::ConditionFalse,
                         Err(Fail::OverBudget(_)) => RuleResult::OverBudget,
-                        Err(Fail::Invalid(message)) => RuleResult::Error { message, skipped: false },
+                        Err(Fail::Invalid(message)) => RuleResult::Error {
+                            message,
+                            skipped: false,
+                        },
                         Err(Fail::Error(message)) => RuleResult::Error {
                             message,
                             skipped: rule.on_error == OnError::Skip,

@@ -186,7 +186,10 @@ pub(crate) fn read_source(path: &Path) -> Result<String, PolicyError> {
         return Err(PolicyError::invalid(
             Origin::new(path, 0, 0),
             "document",
-            format!("file is {} bytes; the limit is {MAX_SOURCE_BYTES}", meta.len()),
+            format!(
+                "file is {} bytes; the limit is {MAX_SOURCE_BYTES}",
+                meta.len()
+            ),
         ));
     }
     std::fs::read_to_string(path).map_err(io)
@@ -211,7 +214,10 @@ pub(crate) fn parse_document(file: &Path, text: &str) -> Result<Document, Policy
         (Some(WARDEN_API_VERSION), other) => Err(PolicyError::invalid(
             doc_origin,
             "kind",
-            format!("expected `Policy` or `PolicyTest`, found {}", describe(other)),
+            format!(
+                "expected `Policy` or `PolicyTest`, found {}",
+                describe(other)
+            ),
         )),
         (Some(AGT_API_VERSION), _) => serde_saphyr::from_str_with_options(text, options())
             .map(Document::Agt)
@@ -219,11 +225,15 @@ pub(crate) fn parse_document(file: &Path, text: &str) -> Result<Document, Policy
         (other, _) => Err(PolicyError::invalid(
             doc_origin,
             "apiVersion",
-            format!("expected `{WARDEN_API_VERSION}` or `{AGT_API_VERSION}`, found {}", describe(other)),
+            format!(
+                "expected `{WARDEN_API_VERSION}` or `{AGT_API_VERSION}`, found {}",
+                describe(other)
+            ),
         )),
     }
 }
 
 fn describe(v: Option<&str>) -> String {
-    v.map(|s| format!("`{s}`")).unwrap_or_else(|| "nothing".to_owned())
+    v.map(|s| format!("`{s}`"))
+        .unwrap_or_else(|| "nothing".to_owned())
 }

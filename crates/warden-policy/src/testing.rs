@@ -66,7 +66,10 @@ pub fn run(paths: &[PathBuf]) -> Result<TestReport, PolicyError> {
     }
     if files.is_empty() {
         let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        return Err(PolicyError::NoPolicy(format!("no test files (*_test.yaml) under {}", shown.join(", "))));
+        return Err(PolicyError::NoPolicy(format!(
+            "no test files (*_test.yaml) under {}",
+            shown.join(", ")
+        )));
     }
     let mut cache: HashMap<Vec<PathBuf>, PolicySet> = HashMap::new();
     let mut report = TestReport::default();
@@ -76,10 +79,18 @@ pub fn run(paths: &[PathBuf]) -> Result<TestReport, PolicyError> {
     Ok(report)
 }
 
-fn run_file(file: &Path, cache: &mut HashMap<Vec<PathBuf>, PolicySet>, report: &mut TestReport) -> Result<(), PolicyError> {
+fn run_file(
+    file: &Path,
+    cache: &mut HashMap<Vec<PathBuf>, PolicySet>,
+    report: &mut TestReport,
+) -> Result<(), PolicyError> {
     let text = read_source(file)?;
     let Document::Test(doc) = parse_document(file, &text)? else {
-        return Err(PolicyError::invalid(Origin::new(file, 1, 1), "kind", "not a PolicyTest file"));
+        return Err(PolicyError::invalid(
+            Origin::new(file, 1, 1),
+            "kind",
+            "not a PolicyTest file",
+        ));
     };
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let policies: Vec<PathBuf> = if doc.policies.is_empty() {
@@ -97,8 +108,14 @@ fn run_file(file: &Path, cache: &mut HashMap<Vec<PathBuf>, PolicySet>, report: &
     for case in doc.cases {
         let origin = Origin::at(file, case.referenced);
         let case = case.value;
-        let failure = check_case(set, &case.action, &case.expect.value, case.rule.as_deref(), case.reason_contains.as_deref())
-            .map_err(|m| PolicyError::invalid(Origin::at(file, case.expect.referenced), "expect", m))?;
+        let failure = check_case(
+            set,
+            &case.action,
+            &case.expect.value,
+            case.rule.as_deref(),
+            case.reason_contains.as_deref(),
+        )
+        .map_err(|m| PolicyError::invalid(Origin::at(file, case.expect.referenced), "expect", m))?;
         report.cases.push(CaseResult {
             origin,
             name: case.name,
@@ -123,16 +140,26 @@ fn check_case(
     let d = set.decide(&action);
     let mut problems = Vec::new();
     if d.verdict != expect {
-        problems.push(format!("expected {expect}, got {} ({})", d.verdict, d.reasons.join("; ")));
+        problems.push(format!(
+            "expected {expect}, got {} ({})",
+            d.verdict,
+            d.reasons.join("; ")
+        ));
     }
     if let Some(r) = rule {
         if !d.rule_ids.iter().any(|id| id == r) {
-            problems.push(format!("expected rule `{r}`, got [{}]", d.rule_ids.join(", ")));
+            problems.push(format!(
+                "expected rule `{r}`, got [{}]",
+                d.rule_ids.join(", ")
+            ));
         }
     }
     if let Some(s) = reason_contains {
         if !d.reasons.iter().any(|x| x.contains(s)) {
-            problems.push(format!("no reason contains `{s}` (reasons: {})", d.reasons.join("; ")));
+            problems.push(format!(
+                "no reason contains `{s}` (reasons: {})",
+                d.reasons.join("; ")
+            ));
         }
     }
     Ok((!problems.is_empty()).then(|| problems.join("; ")))

@@ -10,10 +10,15 @@ pub const POLICY_SIZES: [usize; 4] = [1, 10, 100, 1000];
 
 /// `policy-N` source: rule *i* matches `tool == "action_i"`, deny if i % 3 == 0 else allow.
 pub fn policy_n_yaml(n: usize) -> String {
-    let mut s = String::from("apiVersion: warden.dev/v1\nkind: Policy\nname: bench\ndefault: deny\nrules:\n");
+    let mut s = String::from(
+        "apiVersion: warden.dev/v1\nkind: Policy\nname: bench\ndefault: deny\nrules:\n",
+    );
     for i in 0..n {
         let effect = if i % 3 == 0 { "deny" } else { "allow" };
-        let _ = writeln!(s, "  - id: rule_{i}\n    tools: [action_{i}]\n    effect: {effect}");
+        let _ = writeln!(
+            s,
+            "  - id: rule_{i}\n    tools: [action_{i}]\n    effect: {effect}"
+        );
     }
     s
 }

@@ -13,11 +13,15 @@ fn set(body: &str) -> PolicySet {
 }
 
 fn err(body: &str) -> String {
-    PolicySet::from_yaml(&format!("{HEAD}{body}")).unwrap_err().to_string()
+    PolicySet::from_yaml(&format!("{HEAD}{body}"))
+        .unwrap_err()
+        .to_string()
 }
 
 fn act(tool: &str, args: serde_json::Value) -> Action {
-    Action::tool_call("bot", tool).unwrap().with_args(args.as_object().unwrap().clone())
+    Action::tool_call("bot", tool)
+        .unwrap()
+        .with_args(args.as_object().unwrap().clone())
 }
 
 fn verdict(s: &PolicySet, a: &Action) -> Verdict {
@@ -37,8 +41,7 @@ fn default_applies_when_nothing_matches() {
 
 #[test]
 fn priority_wins_then_restrictiveness() {
-    let s = set(
-        "default: allow
+    let s = set("default: allow
 rules:
   - id: low-deny
     tools: [t]
@@ -59,18 +62,22 @@ rules:
   - id: tie-deny
     tools: [u]
     effect: deny
-",
-    );
+");
     let d = s.decide(&act("t", json!({})));
-    assert_eq!((d.verdict, d.rule_ids.clone()), (Verdict::Allow, vec!["high-allow".to_owned()]));
+    assert_eq!(
+        (d.verdict, d.rule_ids.clone()),
+        (Verdict::Allow, vec!["high-allow".to_owned()])
+    );
     let d = s.decide(&act("u", json!({})));
-    assert_eq!((d.verdict, d.rule_ids.clone()), (Verdict::Deny, vec!["tie-deny".to_owned()]));
+    assert_eq!(
+        (d.verdict, d.rule_ids.clone()),
+        (Verdict::Deny, vec!["tie-deny".to_owned()])
+    );
 }
 
 #[test]
 fn escalate_and_transform_carry_obligations() {
-    let s = set(
-        r#"default: allow
+    let s = set(r#"default: allow
 rules:
   - id: pay
     tools: [payments.send]
@@ -84,25 +91,38 @@ rules:
     transform:
       redact: [args.headers.authorization]
       replace: {args.timeout: 10}
-"#,
-    );
+"#);
     let d = s.decide(&act("payments.send", json!({"amount": 500})));
     assert_eq!(d.verdict, Verdict::Escalate);
-    assert_eq!(d.obligations, vec![Obligation::Approval { approvers: vec!["finance".into()], timeout_ms: 300_000 }]);
-    assert_eq!(verdict(&s, &act("payments.send", json!({"amount": 5}))), Verdict::Allow);
-    let mut a = act("http.post", json!({"headers": {"authorization": "Bearer s3cret"}, "timeout": 900}));
+    assert_eq!(
+        d.obligations,
+        vec![Obligation::Approval {
+            approvers: vec!["finance".into()],
+            timeout_ms: 300_000
+        }]
+    );
+    assert_eq!(
+        verdict(&s, &act("payments.send", json!({"amount": 5}))),
+        Verdict::Allow
+    );
+    let mut a = act(
+        "http.post",
+        json!({"headers": {"authorization": "Bearer s3cret"}, "timeout": 900}),
+    );
     let d = s.decide(&a);
     assert_eq!(d.verdict, Verdict::Transform);
     for o in &d.obligations {
         o.apply(&mut a).unwrap();
     }
-    assert_eq!(json!(a.args), json!({"headers": {"authorization": "[REDACTED]"}, "timeout": 10}));
+    assert_eq!(
+        json!(a.args),
+        json!({"headers": {"authorization": "[REDACTED]"}, "timeout": 10})
+    );
 }
 
 #[test]
 fn globs_points_and_agents() {
-    let s = set(
-        r#"default: allow
+    let s = set(r#"default: allow
 rules:
   - id: shell
     tools: ["shell.*", "exec"]
@@ -116,15 +136,22 @@ rules:
     points: [agent_startup]
     agents: [rogue]
     effect: deny
-"#,
-    );
+"#);
     let intern = |tool: &str| Action::tool_call("intern-7", tool).unwrap();
     assert_eq!(verdict(&s, &intern("shell.run")), Verdict::Deny);
     assert_eq!(verdict(&s, &intern("exec")), Verdict::Deny);
-    assert_eq!(verdict(&s, &act("shell.run", json!({}))), Verdict::Allow, "other agents unaffected");
+    assert_eq!(
+        verdict(&s, &act("shell.run", json!({}))),
+        Verdict::Allow,
+        "other agents unaffected"
+    );
     let m = Action::new(Point::PreModelCall, "bot", Some("gpt-5".into())).unwrap();
     assert_eq!(verdict(&s, &m), Verdict::Warn);
-    assert_eq!(verdict(&s, &act("gpt-5", json!({}))), Verdict::Allow, "rule is for pre_model_call only");
+    assert_eq!(
+        verdict(&s, &act("gpt-5", json!({}))),
+        Verdict::Allow,
+        "rule is for pre_model_call only"
+    );
     let st = Action::new(Point::AgentStartup, "rogue", None).unwrap();
     assert_eq!(verdict(&s, &st), Verdict::Deny);
     let st = Action::new(Point::AgentStartup, "good", None).unwrap();
@@ -133,8 +160,7 @@ rules:
 
 #[test]
 fn condition_errors_deny_unless_skipped() {
-    let s = set(
-        "default: allow
+    let s = set("default: allow
 rules:
   - id: strict
     tools: [a]
@@ -149,8 +175,7 @@ rules:
     tools: [c]
     when: args.amount
     effect: allow
-",
-    );
+");
     let e = s.evaluate(&act("a", json!({})));
     assert_eq!(e.verdict, Verdict::Deny);
     assert!(matches!(e.outcome, Outcome::Failed { .. }));
@@ -158,51 +183,68 @@ rules:
     assert_eq!(d.verdict, Verdict::Deny);
     assert_eq!(d.reasons[0], "runtime_error:evaluation_error");
     assert!(d.reasons[1].starts_with("rule `strict`"), "{:?}", d.reasons);
-    assert_eq!(verdict(&s, &act("b", json!({}))), Verdict::Allow, "skipped, default applies");
+    assert_eq!(
+        verdict(&s, &act("b", json!({}))),
+        Verdict::Allow,
+        "skipped, default applies"
+    );
     assert_eq!(verdict(&s, &act("b", json!({"amount": 11}))), Verdict::Warn);
     assert_eq!(verdict(&s, &act("c", json!({"amount": 1}))), Verdict::Deny);
 }
 
 #[test]
 fn cost_budget_and_deadline_fail_closed() {
-    let s = set(
-        "default: allow
+    let s = set("default: allow
 rules:
   - id: quadratic
     tools: [t]
     when: args.xs.exists(a, args.xs.exists(b, a == b + 1000000))
     effect: warn
-",
-    );
+");
     let small = act("t", json!({"xs": [1, 2, 3]}));
-    assert_eq!(verdict(&s, &small), Verdict::Allow, "{:?}", s.decide(&small).reasons);
+    assert_eq!(
+        verdict(&s, &small),
+        Verdict::Allow,
+        "{:?}",
+        s.decide(&small).reasons
+    );
     let big: Vec<i64> = (0..20_000).collect();
     let huge = act("t", json!({ "xs": big }));
     let d = s.decide(&huge);
     assert_eq!(d.verdict, Verdict::Deny);
     assert_eq!(d.reasons[0], "runtime_error:budget_exceeded");
     // A zero deadline: any condition evaluation is over time.
-    let s = s.with_limits(Limits { deadline: std::time::Duration::ZERO, ..Limits::default() });
+    let s = s.with_limits(Limits {
+        deadline: std::time::Duration::ZERO,
+        ..Limits::default()
+    });
     let d = s.decide(&small);
     assert_eq!(d.reasons[0], "runtime_error:budget_exceeded");
 }
 
 #[test]
 fn unicode_and_hostile_args_never_panic_or_allow_by_accident() {
-    let s = set(
-        r#"default: deny
+    let s = set(r#"default: deny
 rules:
   - id: ok
     tools: [echo]
     when: args.text.size() < 100 && !args.text.contains("rm -rf")
     effect: allow
-"#,
+"#);
+    assert_eq!(
+        verdict(&s, &act("echo", json!({"text": "héllo ✓ \u{202e}"}))),
+        Verdict::Allow
     );
-    assert_eq!(verdict(&s, &act("echo", json!({"text": "héllo ✓ \u{202e}"}))), Verdict::Allow);
-    assert_eq!(verdict(&s, &act("echo", json!({"text": "x; rm -rf /"}))), Verdict::Deny);
+    assert_eq!(
+        verdict(&s, &act("echo", json!({"text": "x; rm -rf /"}))),
+        Verdict::Deny
+    );
     assert_eq!(verdict(&s, &act("echo", json!({"text": 5}))), Verdict::Deny);
     // Lookalike tool name (Cyrillic е) does not hit the `echo` rule: default deny.
-    assert_eq!(verdict(&s, &act("\u{0435}cho", json!({"text": "hi"}))), Verdict::Deny);
+    assert_eq!(
+        verdict(&s, &act("\u{0435}cho", json!({"text": "hi"}))),
+        Verdict::Deny
+    );
     let deep = (0..2000).fold(json!(1), |acc, _| serde_json::Value::Array(vec![acc]));
     let mut args = serde_json::Map::new();
     args.insert("text".into(), deep);
@@ -216,23 +258,71 @@ fn load_errors_name_line_and_field() {
     let cases: &[(&str, &str)] = &[
         ("rules: []\n", "missing required field `default`"),
         ("default: maybe\n", "unknown default verdict `maybe`"),
-        ("default: allow\nrules:\n  - id: a\n    effect: allow\n    colour: red\n", "unknown field `colour`"),
-        ("default: allow\nrules:\n  - id: a\n    effect: block\n", "rules[0].effect: unknown verdict `block`"),
-        ("default: allow\nrules:\n  - id: a\n    effect: allow\n  - id: a\n    effect: deny\n", "duplicate rule id `a`"),
-        ("default: allow\nrules:\n  - id: a\n    tools: [\"x[\"]\n    effect: allow\n", "rules[0].tools[0]: invalid glob"),
-        ("default: allow\nrules:\n  - id: a\n    when: args.x ==\n    effect: allow\n", "rules[0].when: CEL does not compile"),
-        ("default: allow\nrules:\n  - id: a\n    when: argz.x == 1\n    effect: allow\n", "unknown variable `argz`"),
-        ("default: allow\nrules:\n  - id: a\n    effect: escalate\n", "must list at least one approver"),
-        ("default: allow\nrules:\n  - id: a\n    effect: escalate\n    approvers: [x]\n", "must set a timeout"),
-        ("default: allow\nrules:\n  - id: a\n    effect: escalate\n    approvers: [x]\n    timeout: 5 minutes\n", "invalid duration"),
-        ("default: allow\nrules:\n  - id: a\n    effect: deny\n    approvers: [x]\n", "only an escalate rule"),
-        ("default: allow\nrules:\n  - id: a\n    effect: transform\n", "must say what to rewrite"),
-        ("default: allow\nrules:\n  - id: a\n    effect: transform\n    transform: {redact: [password]}\n", "invalid obligation path"),
-        ("default: allow\nrules:\n  - id: a\n    points: [pre_tool]\n    effect: allow\n", "unknown point `pre_tool`"),
-        ("default: allow\nrules:\n  - id: a\n    tools: []\n    effect: allow\n", "empty list"),
-        ("default: allow\nrules:\n  - id: a\n    effect: allow\n    on_error: ignore\n", "expected deny or skip"),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: allow\n    colour: red\n",
+            "unknown field `colour`",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: block\n",
+            "rules[0].effect: unknown verdict `block`",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: allow\n  - id: a\n    effect: deny\n",
+            "duplicate rule id `a`",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    tools: [\"x[\"]\n    effect: allow\n",
+            "rules[0].tools[0]: invalid glob",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    when: args.x ==\n    effect: allow\n",
+            "rules[0].when: CEL does not compile",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    when: argz.x == 1\n    effect: allow\n",
+            "unknown variable `argz`",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: escalate\n",
+            "must list at least one approver",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: escalate\n    approvers: [x]\n",
+            "must set a timeout",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: escalate\n    approvers: [x]\n    timeout: 5 minutes\n",
+            "invalid duration",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: deny\n    approvers: [x]\n",
+            "only an escalate rule",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: transform\n",
+            "must say what to rewrite",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: transform\n    transform: {redact: [password]}\n",
+            "invalid obligation path",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    points: [pre_tool]\n    effect: allow\n",
+            "unknown point `pre_tool`",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    tools: []\n    effect: allow\n",
+            "empty list",
+        ),
+        (
+            "default: allow\nrules:\n  - id: a\n    effect: allow\n    on_error: ignore\n",
+            "expected deny or skip",
+        ),
         ("default: allow\ndefault: deny\n", "duplicate"),
-        ("default: allow\nrules:\n  - id: \"a b\"\n    effect: allow\n", "no whitespace"),
+        (
+            "default: allow\nrules:\n  - id: \"a b\"\n    effect: allow\n",
+            "no whitespace",
+        ),
         ("default: allow\nrules: {\n", ""),
     ];
     for (body, want) in cases {
@@ -241,27 +331,42 @@ fn load_errors_name_line_and_field() {
         assert!(e.contains(want), "`{e}` should contain `{want}`");
     }
     // Line and column point at the offending rule field.
-    let e = err("default: allow\nrules:\n  - id: a\n    effect: allow\n  - id: b\n    effect: nope\n");
+    let e =
+        err("default: allow\nrules:\n  - id: a\n    effect: allow\n  - id: b\n    effect: nope\n");
     assert!(e.starts_with("<inline>:9:13:"), "{e}");
 }
 
 #[test]
 fn wrong_documents_rejected() {
-    let e = PolicySet::from_yaml("apiVersion: v2\nkind: Policy\n").unwrap_err().to_string();
+    let e = PolicySet::from_yaml("apiVersion: v2\nkind: Policy\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("apiVersion"), "{e}");
-    let e = PolicySet::from_yaml("apiVersion: warden.dev/v1\nkind: Rules\n").unwrap_err().to_string();
+    let e = PolicySet::from_yaml("apiVersion: warden.dev/v1\nkind: Rules\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("kind"), "{e}");
     let e = PolicySet::from_yaml("").unwrap_err().to_string();
     assert!(!e.is_empty());
-    assert!(matches!(PolicySet::from_sources(&[]), Err(PolicyError::NoPolicy(_))));
-    assert!(matches!(PolicySet::load::<PathBuf>(&[]), Err(PolicyError::NoPolicy(_))));
+    assert!(matches!(
+        PolicySet::from_sources(&[]),
+        Err(PolicyError::NoPolicy(_))
+    ));
+    assert!(matches!(
+        PolicySet::load::<PathBuf>(&[]),
+        Err(PolicyError::NoPolicy(_))
+    ));
 }
 
 #[test]
 fn files_and_directories_compose() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    std::fs::write(p.join("a.yaml"), format!("{HEAD}default: allow\nrules:\n  - id: a\n    tools: [x]\n    effect: deny\n")).unwrap();
+    std::fs::write(
+        p.join("a.yaml"),
+        format!("{HEAD}default: allow\nrules:\n  - id: a\n    tools: [x]\n    effect: deny\n"),
+    )
+    .unwrap();
     std::fs::create_dir(p.join("sub")).unwrap();
     std::fs::write(
         p.join("sub/b.yml"),
@@ -272,24 +377,44 @@ fn files_and_directories_compose() {
     std::fs::write(p.join("cases_test.yaml"), "not even parsed by load").unwrap();
     let s = PolicySet::load(&[p]).unwrap();
     assert_eq!(s.names(), ["t", "b"]);
-    assert_eq!(s.default_verdict(), Verdict::Warn, "most restrictive default wins");
+    assert_eq!(
+        s.default_verdict(),
+        Verdict::Warn,
+        "most restrictive default wins"
+    );
     assert_eq!(verdict(&s, &act("x", json!({}))), Verdict::Deny);
     assert_eq!(verdict(&s, &act("y", json!({}))), Verdict::Allow);
     assert_eq!(verdict(&s, &act("z", json!({}))), Verdict::Warn);
 
     // Same id in two files: error names both.
-    std::fs::write(p.join("c.yaml"), format!("{HEAD}default: allow\nrules:\n  - id: a\n    effect: allow\n")).unwrap();
+    std::fs::write(
+        p.join("c.yaml"),
+        format!("{HEAD}default: allow\nrules:\n  - id: a\n    effect: allow\n"),
+    )
+    .unwrap();
     let e = PolicySet::load(&[p]).unwrap_err().to_string();
-    assert!(e.contains("duplicate rule id `a`") && e.contains("a.yaml"), "{e}");
+    assert!(
+        e.contains("duplicate rule id `a`") && e.contains("a.yaml"),
+        "{e}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(PolicySet::load(&[empty.path()]), Err(PolicyError::NoPolicy(_))));
-    assert!(matches!(PolicySet::load(&[p.join("missing.yaml")]), Err(PolicyError::Io { .. })));
+    assert!(matches!(
+        PolicySet::load(&[empty.path()]),
+        Err(PolicyError::NoPolicy(_))
+    ));
+    assert!(matches!(
+        PolicySet::load(&[p.join("missing.yaml")]),
+        Err(PolicyError::Io { .. })
+    ));
 }
 
 #[test]
 fn hash_tracks_content() {
-    let src = |t: &str| Source { label: "x.yaml".into(), text: t.to_owned() };
+    let src = |t: &str| Source {
+        label: "x.yaml".into(),
+        text: t.to_owned(),
+    };
     let a = PolicySet::from_sources(&[src(&format!("{HEAD}default: allow\n"))]).unwrap();
     let b = PolicySet::from_sources(&[src(&format!("{HEAD}default: allow\n"))]).unwrap();
     let c = PolicySet::from_sources(&[src(&format!("{HEAD}default: deny\n"))]).unwrap();
@@ -310,7 +435,11 @@ fn reload_swaps_atomically_and_keeps_old_on_error() {
     assert_eq!(h.current().evaluate(&a).verdict, Verdict::Deny);
     std::fs::write(&f, format!("{HEAD}default: nonsense\n")).unwrap();
     assert!(h.reload().is_err());
-    assert_eq!(h.current().evaluate(&a).verdict, Verdict::Deny, "old set kept");
+    assert_eq!(
+        h.current().evaluate(&a).verdict,
+        Verdict::Deny,
+        "old set kept"
+    );
 
     // Readers on other threads always see a complete set.
     std::fs::write(&f, format!("{HEAD}default: allow\n")).unwrap();

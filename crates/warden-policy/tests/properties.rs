@@ -35,7 +35,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,12}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
@@ -48,7 +50,8 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn args() -> impl Strategy<Value = serde_json::Map<String, Value>> {
-    prop::collection::btree_map("path|query|items|size|[a-z]{1,5}", json_value(), 0..5).prop_map(|m| m.into_iter().collect())
+    prop::collection::btree_map("path|query|items|size|[a-z]{1,5}", json_value(), 0..5)
+        .prop_map(|m| m.into_iter().collect())
 }
 
 fn tool() -> impl Strategy<Value = String> {
