@@ -49,7 +49,12 @@ pub(crate) fn measure(budget: Duration, mut f: impl FnMut()) -> (f64, f64, usize
         samples.push(t.elapsed().as_nanos() as f64 / batch as f64);
     }
     samples.sort_by(f64::total_cmp);
-    let pick = |q: f64| samples.get(((samples.len() - 1) as f64 * q) as usize).copied().unwrap_or(0.0);
+    let pick = |q: f64| {
+        samples
+            .get(((samples.len() - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     (pick(0.5), pick(0.99), samples.len(), batch)
 }
 

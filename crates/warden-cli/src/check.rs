@@ -14,9 +14,15 @@ pub(crate) fn read_action(path: Option<&Path>) -> Result<Action> {
     let (label, text) = match path {
         Some(p) if p != Path::new("-") => {
             let f = std::fs::File::open(p).with_context(|| format!("{}", p.display()))?;
-            (p.display().to_string(), read_limited(f).with_context(|| p.display().to_string())?)
+            (
+                p.display().to_string(),
+                read_limited(f).with_context(|| p.display().to_string())?,
+            )
         }
-        _ => ("<stdin>".to_owned(), read_limited(std::io::stdin().lock()).context("<stdin>")?),
+        _ => (
+            "<stdin>".to_owned(),
+            read_limited(std::io::stdin().lock()).context("<stdin>")?,
+        ),
     };
     serde_json::from_str(&text).with_context(|| format!("{label}: invalid action"))
 }

@@ -58,7 +58,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { policy, action } => check::run(&policy, action.as_deref()),
         Command::Policy { command } => policy_cmd::run(command),
-        Command::Bench { group, json: _, time_ms } => bench::run(group, time_ms),
+        Command::Bench {
+            group,
+            json: _,
+            time_ms,
+        } => bench::run(group, time_ms),
     };
     match result {
         Ok(code) => ExitCode::from(code),

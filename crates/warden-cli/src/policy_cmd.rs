@@ -39,7 +39,10 @@ pub(crate) enum PolicyCommand {
 
 pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
     match cmd {
-        PolicyCommand::Lint { paths, deny_warnings } => {
+        PolicyCommand::Lint {
+            paths,
+            deny_warnings,
+        } => {
             let set = PolicySet::load(&paths)?;
             let findings = lint::lint(&set);
             for f in &findings {
@@ -94,16 +97,28 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
                     RuleResult::ToolMismatch => "skip: tool glob does not match".to_owned(),
                     RuleResult::ConditionFalse => "no match: condition false".to_owned(),
                     RuleResult::Matched => format!("MATCH -> {}", t.rule.effect),
-                    RuleResult::Error { message, skipped: true } => format!("error (on_error: skip): {message}"),
-                    RuleResult::Error { message, skipped: false } => format!("ERROR -> deny: {message}"),
+                    RuleResult::Error {
+                        message,
+                        skipped: true,
+                    } => format!("error (on_error: skip): {message}"),
+                    RuleResult::Error {
+                        message,
+                        skipped: false,
+                    } => format!("ERROR -> deny: {message}"),
                     RuleResult::OverBudget => "ERROR -> deny: over the CEL cost budget".to_owned(),
                 };
-                println!("  [priority {:>4}] {:<32} {what}   ({})", t.rule.priority, t.rule.id, t.rule.origin);
+                println!(
+                    "  [priority {:>4}] {:<32} {what}   ({})",
+                    t.rule.priority, t.rule.id, t.rule.origin
+                );
             }
             let d = set.to_decision(&ex.evaluation);
             let why = match &ex.evaluation.outcome {
                 Outcome::Rule(r) => format!("rule `{}` is the highest-ranked matching rule", r.id),
-                Outcome::Default => format!("no rule matched, so the policy default applies ({})", set.default_origin()),
+                Outcome::Default => format!(
+                    "no rule matched, so the policy default applies ({})",
+                    set.default_origin()
+                ),
                 Outcome::Failed { kind, .. } => format!("evaluation failed closed ({kind})"),
             };
             println!("verdict: {} because {why}", d.verdict);

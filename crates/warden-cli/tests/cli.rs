@@ -35,7 +35,8 @@ fn warden(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    // The binary may exit before reading stdin (e.g. a policy error): ignore EPIPE.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
 }
 
@@ -49,8 +50,16 @@ fn policy_dir() -> (tempfile::TempDir, PathBuf) {
 fn check(policy: &Path, action: &str) -> (i32, serde_json::Value, String) {
     let out = warden(&["check", "--policy", policy.to_str().unwrap()], action);
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let json = stdout.lines().next().map(|l| serde_json::from_str(l).unwrap()).unwrap_or(serde_json::Value::Null);
-    (out.status.code().unwrap(), json, String::from_utf8(out.stderr).unwrap())
+    let json = stdout
+        .lines()
+        .next()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code().unwrap(),
+        json,
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 #[test]
@@ -82,7 +91,16 @@ fn check_reads_action_file() {
     let (d, p) = policy_dir();
     let a = d.path().join("a.json");
     std::fs::write(&a, r#"{"agent":"a","tool":"fs.read"}"#).unwrap();
-    let out = warden(&["check", "-p", p.to_str().unwrap(), "--action", a.to_str().unwrap()], "");
+    let out = warden(
+        &[
+            "check",
+            "-p",
+            p.to_str().unwrap(),
+            "--action",
+            a.to_str().unwrap(),
+        ],
+        "",
+    );
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -91,7 +109,10 @@ fn invalid_input_exits_2_with_message() {
     let (_d, p) = policy_dir();
     for (action, want) in [
         ("not json", "invalid action"),
-        (r#"{"agent":"a","tool":"x","extra":1}"#, "unknown field `extra`"),
+        (
+            r#"{"agent":"a","tool":"x","extra":1}"#,
+            "unknown field `extra`",
+        ),
         (r#"{"agent":"a"}"#, "tool"),
         ("", "invalid action"),
     ] {
@@ -142,7 +163,10 @@ cases:
     let out = warden(&["policy", "test", d.path().to_str().unwrap()], "");
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.lines().last().unwrap() == "1 passed, 1 failed", "{stdout}");
+    assert!(
+        stdout.lines().last().unwrap() == "1 passed, 1 failed",
+        "{stdout}"
+    );
     assert!(stdout.contains("FAIL wrong on purpose"), "{stdout}");
 }
 
@@ -158,21 +182,39 @@ fn policy_lint_warns_about_shadowed_rules() {
     let out = warden(&["policy", "lint", p.to_str().unwrap()], "");
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout.contains("warning[shadowed]: rule `one-db`"), "{stdout}");
-    assert!(stdout.contains("warning[never-matches]: rule `never`"), "{stdout}");
-    let out = warden(&["policy", "lint", "--deny-warnings", p.to_str().unwrap()], "");
+    assert!(
+        stdout.contains("warning[shadowed]: rule `one-db`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning[never-matches]: rule `never`"),
+        "{stdout}"
+    );
+    let out = warden(
+        &["policy", "lint", "--deny-warnings", p.to_str().unwrap()],
+        "",
+    );
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn policy_explain_shows_every_candidate() {
     let (_d, p) = policy_dir();
-    let out = warden(&["policy", "explain", "--policy", p.to_str().unwrap()], r#"{"agent":"a","tool":"fs.read"}"#);
+    let out = warden(
+        &["policy", "explain", "--policy", p.to_str().unwrap()],
+        r#"{"agent":"a","tool":"fs.read"}"#,
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("MATCH -> allow"), "{stdout}");
-    assert!(stdout.contains("verdict: allow because rule `read`"), "{stdout}");
-    assert!(stdout.contains("3 excluded by point/tool index"), "{stdout}");
+    assert!(
+        stdout.contains("verdict: allow because rule `read`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3 excluded by point/tool index"),
+        "{stdout}"
+    );
 }
 
 #[test]

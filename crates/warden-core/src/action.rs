@@ -157,7 +157,10 @@ impl Action {
     }
 
     /// Shorthand for a `pre_tool_call` action.
-    pub fn tool_call(agent: impl Into<String>, tool: impl Into<String>) -> Result<Self, ActionError> {
+    pub fn tool_call(
+        agent: impl Into<String>,
+        tool: impl Into<String>,
+    ) -> Result<Self, ActionError> {
         Action::new(Point::PreToolCall, agent, Some(tool.into()))
     }
 

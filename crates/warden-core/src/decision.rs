@@ -65,7 +65,9 @@ impl FromStr for Verdict {
         Verdict::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown verdict `{s}` (expected allow, warn, deny, escalate or transform)"))
+            .ok_or_else(|| {
+                format!("unknown verdict `{s}` (expected allow, warn, deny, escalate or transform)")
+            })
     }
 }
 
@@ -128,7 +130,11 @@ mod tests {
 
     #[test]
     fn runtime_error_is_deny() {
-        let d = Decision::runtime_error(RuntimeError::BudgetExceeded, Some("x".into()), "sha256:0".into());
+        let d = Decision::runtime_error(
+            RuntimeError::BudgetExceeded,
+            Some("x".into()),
+            "sha256:0".into(),
+        );
         assert_eq!(d.verdict, Verdict::Deny);
         assert_eq!(d.reasons, ["runtime_error:budget_exceeded", "x"]);
         let v: serde_json::Value = serde_json::to_value(&d).unwrap();

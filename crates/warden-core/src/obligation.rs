@@ -43,7 +43,9 @@ pub enum Obligation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObligationError {
     /// The path does not start with `args.` or `context.`, or has an empty segment.
-    #[error("invalid obligation path `{0}`: must be `args.<key>[.<key>...]` or `context.<key>[...]`")]
+    #[error(
+        "invalid obligation path `{0}`: must be `args.<key>[.<key>...]` or `context.<key>[...]`"
+    )]
     BadPath(String),
     /// A `replace` path runs through a value that is not an object.
     #[error("cannot set `{0}`: an intermediate value is not an object")]
@@ -83,7 +85,11 @@ impl Obligation {
         match self {
             Obligation::Redact { path } => {
                 let (in_args, keys) = split_path(path)?;
-                let root = if in_args { &mut action.args } else { &mut action.context };
+                let root = if in_args {
+                    &mut action.args
+                } else {
+                    &mut action.context
+                };
                 if let Some(slot) = lookup_mut(root, &keys) {
                     *slot = Value::String(REDACTED.to_owned());
                 }
@@ -91,8 +97,13 @@ impl Obligation {
             }
             Obligation::Replace { path, value } => {
                 let (in_args, keys) = split_path(path)?;
-                let root = if in_args { &mut action.args } else { &mut action.context };
-                set(root, &keys, value.clone()).ok_or_else(|| ObligationError::NotAnObject(path.clone()))
+                let root = if in_args {
+                    &mut action.args
+                } else {
+                    &mut action.context
+                };
+                set(root, &keys, value.clone())
+                    .ok_or_else(|| ObligationError::NotAnObject(path.clone()))
             }
             Obligation::Approval { .. } | Obligation::AuditMark { .. } => Ok(()),
         }
@@ -129,37 +140,74 @@ mod tests {
 
     fn action() -> Action {
         let args = json!({"password": "hunter2", "headers": {"authorization": "Bearer x"}, "n": 5});
-        Action::tool_call("a", "t").unwrap().with_args(args.as_object().unwrap().clone())
+        Action::tool_call("a", "t")
+            .unwrap()
+            .with_args(args.as_object().unwrap().clone())
     }
 
     #[test]
     fn redact_and_replace() {
         let mut a = action();
-        Obligation::Redact { path: "args.password".into() }.apply(&mut a).unwrap();
-        Obligation::Redact { path: "args.headers.authorization".into() }.apply(&mut a).unwrap();
-        Obligation::Redact { path: "args.missing.deep".into() }.apply(&mut a).unwrap();
-        Obligation::Replace { path: "args.n".into(), value: json!(1) }.apply(&mut a).unwrap();
-        Obligation::Replace { path: "context.x.y".into(), value: json!(true) }.apply(&mut a).unwrap();
+        Obligation::Redact {
+            path: "args.password".into(),
+        }
+        .apply(&mut a)
+        .unwrap();
+        Obligation::Redact {
+            path: "args.headers.authorization".into(),
+        }
+        .apply(&mut a)
+        .unwrap();
+        Obligation::Redact {
+            path: "args.missing.deep".into(),
+        }
+        .apply(&mut a)
+        .unwrap();
+        Obligation::Replace {
+            path: "args.n".into(),
+            value: json!(1),
+        }
+        .apply(&mut a)
+        .unwrap();
+        Obligation::Replace {
+            path: "context.x.y".into(),
+            value: json!(true),
+        }
+        .apply(&mut a)
+        .unwrap();
         assert_eq!(
             serde_json::Value::Object(a.args),
             json!({"password": REDACTED, "headers": {"authorization": REDACTED}, "n": 1})
         );
-        assert_eq!(serde_json::Value::Object(a.context), json!({"x": {"y": true}}));
+        assert_eq!(
+            serde_json::Value::Object(a.context),
+            json!({"x": {"y": true}})
+        );
     }
 
     #[test]
     fn bad_paths() {
         let mut a = action();
         for p in ["password", "tool.x", "args.", "args..x", ""] {
-            assert!(Obligation::Redact { path: p.into() }.apply(&mut a).is_err(), "{p}");
+            assert!(
+                Obligation::Redact { path: p.into() }.apply(&mut a).is_err(),
+                "{p}"
+            );
         }
-        let r = Obligation::Replace { path: "args.n.x".into(), value: json!(1) }.apply(&mut a);
+        let r = Obligation::Replace {
+            path: "args.n.x".into(),
+            value: json!(1),
+        }
+        .apply(&mut a);
         assert_eq!(r, Err(ObligationError::NotAnObject("args.n.x".into())));
     }
 
     #[test]
     fn wire_form() {
-        let o = Obligation::Approval { approvers: vec!["ops".into()], timeout_ms: 300_000 };
+        let o = Obligation::Approval {
+            approvers: vec!["ops".into()],
+            timeout_ms: 300_000,
+        };
         assert_eq!(
             serde_json::to_value(&o).unwrap(),
             json!({"type": "approval", "approvers": ["ops"], "timeout_ms": 300000})

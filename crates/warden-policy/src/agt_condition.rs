@@ -1015,6 +1015,16 @@ fn cel_string(s: &str) -> String {
     out
 }
 
+/// A CEL string literal for a constant of this module, left readable (its brackets nest only a
+/// few levels, which the CEL loader's bracket count tolerates).
+fn cel_string_const(s: &str) -> String {
+    if s.contains(['"', '\\']) || s.chars().any(char::is_control) {
+        cel_string(s)
+    } else {
+        format!("\"{s}\"")
+    }
+}
+
 /// `context` followed by the selections for `segments`.
 fn accessor(segments: &[String]) -> String {
     let mut out = String::from("context");
@@ -1215,12 +1225,17 @@ fn emit_order(path: &[String], op: Rel, number: f64) -> Frag {
     };
     Frag {
         text: format!(
-            "!({guard}) ? {when_zero} : {num} ? double({v}) {o} {n} : {string} ? {v}.matches({re}) && double({v}) {o} {n} : {bool} ? {boolean} : {null}",
+            "!({guard}) ? {when_zero} : {num} ? double({v}) {o} {n} : {string} ? {v}.matches({re}) && double({v}) {o} {n} : {rest}",
             guard = presence(path),
             num = is_number(&v),
             string = is(&v, Ty::Str),
-            bool = is(&v, Ty::Bool),
-            re = cel_string(NUMERIC_STRING),
+            rest = if boolean == "false" && null == "false" {
+                // Booleans and null both give false: no need to tell them apart.
+                "false".to_owned()
+            } else {
+                format!("{} ? {boolean} : {null}", is(&v, Ty::Bool))
+            },
+            re = cel_string_const(NUMERIC_STRING),
         ),
         prec: Prec::Ternary,
     }

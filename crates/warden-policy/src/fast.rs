@@ -268,7 +268,10 @@ impl Fast {
     }
 }
 
-fn pair(args: &[IdedExpr]) -> Result<Option<(Box<Fast>, Box<Fast>)>, String> {
+/// Two compiled operands.
+type Pair = (Box<Fast>, Box<Fast>);
+
+fn pair(args: &[IdedExpr]) -> Result<Option<Pair>, String> {
     Ok(match (Fast::compile(&args[0])?, Fast::compile(&args[1])?) {
         (Some(a), Some(b)) => Some((Box::new(a), Box::new(b))),
         _ => None,

@@ -149,10 +149,10 @@ impl PolicySet {
             };
             names.push(compiled.name);
             rules.extend(compiled.rules);
-            if let Some((v, o)) = compiled.default {
-                if default.as_ref().is_none_or(|(d, _)| v > *d) {
-                    default = Some((v, o));
-                }
+            if let Some((v, o)) = compiled.default
+                && default.as_ref().is_none_or(|(d, _)| v > *d)
+            {
+                default = Some((v, o));
             }
         }
         let (default, default_origin) =

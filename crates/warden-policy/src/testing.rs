@@ -146,21 +146,21 @@ fn check_case(
             d.reasons.join("; ")
         ));
     }
-    if let Some(r) = rule {
-        if !d.rule_ids.iter().any(|id| id == r) {
-            problems.push(format!(
-                "expected rule `{r}`, got [{}]",
-                d.rule_ids.join(", ")
-            ));
-        }
+    if let Some(r) = rule
+        && !d.rule_ids.iter().any(|id| id == r)
+    {
+        problems.push(format!(
+            "expected rule `{r}`, got [{}]",
+            d.rule_ids.join(", ")
+        ));
     }
-    if let Some(s) = reason_contains {
-        if !d.reasons.iter().any(|x| x.contains(s)) {
-            problems.push(format!(
-                "no reason contains `{s}` (reasons: {})",
-                d.reasons.join("; ")
-            ));
-        }
+    if let Some(s) = reason_contains
+        && !d.reasons.iter().any(|x| x.contains(s))
+    {
+        problems.push(format!(
+            "no reason contains `{s}` (reasons: {})",
+            d.reasons.join("; ")
+        ));
     }
     Ok((!problems.is_empty()).then(|| problems.join("; ")))
 }
