@@ -272,20 +272,54 @@ fn compile_rule(
     })
 }
 
-/// Compiles an AGT `governance.toolkit/v1` document.
+/// Compiles an AGT `governance.toolkit/v1` document with the meaning AGT's
+/// reference (Python) engine gives it.
 ///
-/// AGT rules carry no tool or point filter: they apply at every point, to
-/// every tool, and their condition reads the action's `context`.
+/// AGT rules carry no tool filter; each applies at its `stage` (default
+/// `pre_tool` → `pre_tool_call`) and its condition reads the action's
+/// `context`. `agent`/`agents` become the rules' agent filter (`*` = any;
+/// neither given = any agent, where AGT's Python engine would apply the
+/// policy to none — Warden would rather govern than silently skip).
 pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compiled, PolicyError> {
+    if let Some(ext) = &doc.extends {
+        return Err(PolicyError::invalid(
+            at(file, ext),
+            "extends",
+            "AGT policy inheritance (`extends`) is not supported: list the parent file as another policy path instead (deny still overrides)",
+        ));
+    }
+    if let Some(scope) = &doc.scope
+        && !matches!(scope.value.as_str(), "global" | "tenant" | "agent")
+    {
+        return Err(PolicyError::invalid(
+            at(file, scope),
+            "scope",
+            format!(
+                "unknown scope `{}` (expected global, tenant or agent)",
+                scope.value
+            ),
+        ));
+    }
+    // AGT's engine defaults a missing `default_action` to deny; so does Warden.
     let default = match &doc.default_action {
-        Some(d) => Some((parse_default(file, "default_action", d)?, at(file, d))),
-        None => {
-            return Err(PolicyError::invalid(
-                at(file, &doc.name),
-                "default_action",
-                "missing `default_action`: AGT would silently allow; Warden requires it to be explicit (allow, warn or deny)",
-            ));
-        }
+        Some(d) => (parse_default(file, "default_action", d)?, at(file, d)),
+        None => (Verdict::Deny, at(file, &doc.name)),
+    };
+    let mut agent_names: Vec<String> = doc
+        .agent
+        .iter()
+        .cloned()
+        .chain(doc.agents.iter().cloned())
+        .collect();
+    if agent_names.iter().any(|a| a == "*") {
+        agent_names.clear();
+    }
+    let agents = if agent_names.is_empty() {
+        None
+    } else {
+        Some(NameSet::compile(&agent_names).map_err(|(i, msg)| {
+            PolicyError::invalid(at(file, &doc.name), format!("agents[{i}]"), msg)
+        })?)
     };
     let mut rules = Vec::with_capacity(doc.rules.len());
     for (i, spanned) in doc.rules.into_iter().enumerate() {
@@ -300,7 +334,25 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
                 "must not be empty",
             ));
         }
-        let (effect, mut obligations) = match r.action.value.as_str() {
+        let point = match r.stage.as_ref().map(|s| s.value.as_str()) {
+            None | Some("pre_tool") => Point::PreToolCall,
+            Some("post_tool") => Point::PostToolCall,
+            Some("pre_input") => Point::Input,
+            Some("pre_output") => Point::Output,
+            Some(other) => {
+                let o = r.stage.as_ref().map(|s| at(file, s)).unwrap_or_default();
+                return Err(PolicyError::invalid(
+                    o,
+                    f("stage"),
+                    format!(
+                        "unknown stage `{other}` (expected pre_input, pre_tool, post_tool or pre_output)"
+                    ),
+                ));
+            }
+        };
+        // AGT's rule action defaults to deny.
+        let action = r.action.as_ref().map_or("deny", |a| a.value.as_str());
+        let (effect, mut obligations) = match action {
             "allow" => (Verdict::Allow, Vec::new()),
             "deny" => (Verdict::Deny, Vec::new()),
             "warn" => (Verdict::Warn, Vec::new()),
@@ -308,19 +360,11 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
                 Verdict::Allow,
                 vec![Obligation::AuditMark { label: id.clone() }],
             ),
-            "require_approval" => {
-                if r.approvers.is_empty() {
-                    return Err(PolicyError::invalid(
-                        at(file, &r.action),
-                        f("approvers"),
-                        "require_approval needs at least one approver",
-                    ));
-                }
-                (Verdict::Escalate, Vec::new())
-            }
+            "require_approval" => (Verdict::Escalate, Vec::new()),
             other => {
+                let o = r.action.as_ref().map(|a| at(file, a)).unwrap_or_default();
                 return Err(PolicyError::invalid(
-                    at(file, &r.action),
+                    o,
                     f("action"),
                     format!(
                         "unknown action `{other}` (expected allow, deny, warn, require_approval or log)"
@@ -346,19 +390,19 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
             ),
             None => None,
         };
-        let reason = r
-            .message
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or_else(|| format!("AGT rule `{id}` matched"));
+        if !r.enabled {
+            // Validated above like any rule, then left out, as AGT does.
+            continue;
+        }
         rules.push(Rule {
+            reason: format!("AGT rule `{id}` matched"),
             id,
             description: r.description,
             effect,
-            reason,
             priority: r.priority,
-            points: u16::MAX >> (16 - Point::ALL.len()),
+            points: 1 << point.index(),
             tools: None,
-            agents: None,
+            agents: agents.clone(),
             condition: Some(condition),
             on_error: OnError::Deny,
             obligations,
@@ -369,7 +413,7 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
     }
     Ok(Compiled {
         name: doc.name.value,
-        default,
+        default: Some(default),
         rules,
     })
 }

@@ -22,6 +22,21 @@ use warden_core::Action;
 /// The variables a condition may use.
 pub const VARIABLES: [&str; 6] = ["point", "tool", "args", "agent", "session", "context"];
 
+/// CEL's type names, usable as values (`type(x) == int`).
+const TYPE_NAMES: [&str; 11] = [
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bool",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+];
+
 /// Longest condition source accepted.
 pub const MAX_CONDITION_BYTES: usize = 16 * 1024;
 /// Deepest comprehension nesting accepted (`all`/`exists`/`map`/`filter` inside each other).
@@ -171,6 +186,7 @@ impl Walk {
             Expr::Ident(name) => {
                 let known = name.starts_with('@')
                     || VARIABLES.contains(&name.as_str())
+                    || TYPE_NAMES.contains(&name.as_str())
                     || bound.iter().any(|b| b == name);
                 if !known && self.unknown.is_none() {
                     self.unknown = Some(name.clone());

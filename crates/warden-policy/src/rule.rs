@@ -35,6 +35,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// Parses `N/second|minute|hour|day` (also `s`, `m`, `h`, `d`, and plurals).
+    /// A count of 0 is valid, as in AGT: every call exceeds it.
     pub fn parse(text: &str) -> Result<RateLimit, String> {
         let bad = || {
             format!(
@@ -43,9 +44,6 @@ impl RateLimit {
         };
         let (count, unit) = text.split_once('/').ok_or_else(bad)?;
         let count: u64 = count.trim().parse().map_err(|_| bad())?;
-        if count == 0 {
-            return Err(format!("invalid limit `{text}`: count must be at least 1"));
-        }
         let secs = match unit.trim() {
             "s" | "sec" | "second" | "seconds" => 1,
             "m" | "min" | "minute" | "minutes" => 60,
@@ -145,7 +143,8 @@ mod tests {
             RateLimit::parse("5/m").unwrap().per,
             Duration::from_secs(60)
         );
-        for bad in ["", "100", "0/hour", "x/hour", "10/fortnight", "-1/s"] {
+        assert_eq!(RateLimit::parse("0/hour").unwrap().count, 0);
+        for bad in ["", "100", "x/hour", "10/fortnight", "-1/s"] {
             assert!(RateLimit::parse(bad).is_err(), "{bad}");
         }
     }

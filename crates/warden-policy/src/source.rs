@@ -92,7 +92,7 @@ pub(crate) struct TransformDoc {
     pub replace: BTreeMap<String, serde_json::Value>,
 }
 
-/// An AGT `governance.toolkit/v1` policy file.
+/// An AGT `governance.toolkit/v1` policy file (the fields of AGT's reference Python engine).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AgtDoc {
@@ -103,6 +103,18 @@ pub(crate) struct AgtDoc {
     pub name: Spanned<String>,
     #[serde(default, rename = "description")]
     pub _description: Option<String>,
+    #[serde(default)]
+    pub extends: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default)]
+    pub scope: Option<Spanned<String>>,
+    #[serde(default, rename = "created_at")]
+    pub _created_at: Option<serde_json::Value>,
+    #[serde(default, rename = "updated_at")]
+    pub _updated_at: Option<serde_json::Value>,
     #[serde(default)]
     pub default_action: Option<Spanned<String>>,
     #[serde(default)]
@@ -116,16 +128,23 @@ pub(crate) struct AgtRuleDoc {
     pub name: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
+    #[serde(default)]
+    pub stage: Option<Spanned<String>>,
     pub condition: Spanned<String>,
-    pub action: Spanned<String>,
+    #[serde(default)]
+    pub action: Option<Spanned<String>>,
     #[serde(default)]
     pub priority: i64,
     #[serde(default)]
     pub approvers: Vec<String>,
     #[serde(default)]
     pub limit: Option<Spanned<String>>,
-    #[serde(default)]
-    pub message: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A `kind: PolicyTest` file: cases run by `warden policy test`.
