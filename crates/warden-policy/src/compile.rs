@@ -4,8 +4,9 @@ use crate::condition::Condition;
 use crate::duration::parse_duration;
 use crate::error::{Origin, PolicyError};
 use crate::pattern::NameSet;
+use crate::quota::Quota;
 use crate::rule::{OnError, RateLimit, Rule, RuleSource};
-use crate::source::{AgtDoc, PolicyDoc, RuleDoc};
+use crate::source::{AgtDoc, PolicyDoc, QuotaDoc, RuleDoc};
 use cel::Env;
 use serde_saphyr::Spanned;
 use std::path::Path;
@@ -16,6 +17,7 @@ pub(crate) struct Compiled {
     pub name: String,
     pub default: Option<(Verdict, Origin)>,
     pub rules: Vec<Rule>,
+    pub quotas: Vec<Quota>,
 }
 
 fn at<T>(file: &Path, s: &Spanned<T>) -> Origin {
@@ -110,11 +112,49 @@ pub(crate) fn compile_policy(
     for (i, r) in doc.rules.into_iter().enumerate() {
         rules.push(compile_rule(env, file, i, r)?);
     }
+    let mut quotas = Vec::with_capacity(doc.quotas.len());
+    for (i, q) in doc.quotas.into_iter().enumerate() {
+        quotas.push(compile_quota(file, i, q)?);
+    }
     Ok(Compiled {
         name: doc.name.value,
         default,
         rules,
+        quotas,
     })
+}
+
+fn compile_quota(file: &Path, i: usize, spanned: Spanned<QuotaDoc>) -> Result<Quota, PolicyError> {
+    let origin = at(file, &spanned);
+    let q = spanned.value;
+    let field = format!("quotas[{i}]");
+    let id = q.id.value.trim();
+    if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(PolicyError::invalid(
+            at(file, &q.id),
+            format!("{field}.id"),
+            "must be non-empty and contain no whitespace or control characters",
+        ));
+    }
+    let rate = match &q.rate {
+        Some(r) => Some(
+            RateLimit::parse(&r.value)
+                .map_err(|m| PolicyError::invalid(at(file, r), format!("{field}.rate"), m))?,
+        ),
+        None => None,
+    };
+    Quota::declared(
+        id.to_owned(),
+        q.per.as_ref().map(|p| (p.value.as_str(), at(file, p))),
+        rate,
+        q.burst,
+        (q.calls, q.tokens, q.cost),
+        origin,
+        points_mask(file, &format!("{field}.points"), &q.points)?,
+        name_set(file, &format!("{field}.tools"), &q.tools)?,
+        name_set(file, &format!("{field}.agents"), &q.agents)?,
+        &field,
+    )
 }
 
 fn compile_rule(
@@ -322,6 +362,7 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
         })?)
     };
     let mut rules = Vec::with_capacity(doc.rules.len());
+    let mut quotas = Vec::new();
     for (i, spanned) in doc.rules.into_iter().enumerate() {
         let origin = at(file, &spanned);
         let r = spanned.value;
@@ -394,6 +435,9 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
             // Validated above like any rule, then left out, as AGT does.
             continue;
         }
+        if let Some(l) = limit {
+            quotas.push(Quota::rule_limit(&id, l, origin.clone()));
+        }
         rules.push(Rule {
             reason: format!("AGT rule `{id}` matched"),
             id,
@@ -415,6 +459,7 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
         name: doc.name.value,
         default: Some(default),
         rules,
+        quotas,
     })
 }
 

@@ -39,6 +39,7 @@ mod handle;
 pub mod lint;
 mod load;
 mod pattern;
+mod quota;
 mod rule;
 mod set;
 mod source;
@@ -50,6 +51,7 @@ pub use condition::{MAX_COMPREHENSION_DEPTH, MAX_CONDITION_BYTES, MAX_INPUT_DEPT
 pub use error::{Origin, PolicyError};
 pub use handle::PolicyHandle;
 pub use load::{Source, is_test_file};
+pub use quota::{Quota, QuotaOrigin, QuotaScope};
 pub use rule::{OnError, RateLimit, Rule, RuleSource};
 pub use set::{Evaluation, Explanation, Limits, Outcome, PolicySet, RuleResult, Trace};
 pub use source::{AGT_API_VERSION, MAX_SOURCE_BYTES, WARDEN_API_VERSION};

@@ -131,6 +131,7 @@ impl PolicySet {
         })?;
         let mut hasher = Sha256::new();
         let mut rules = Vec::new();
+        let mut quotas = Vec::new();
         let mut names = Vec::new();
         let mut default: Option<(warden_core::Verdict, Origin)> = None;
         for s in sources {
@@ -149,6 +150,7 @@ impl PolicySet {
             };
             names.push(compiled.name);
             rules.extend(compiled.rules);
+            quotas.extend(compiled.quotas);
             if let Some((v, o)) = compiled.default
                 && default.as_ref().is_none_or(|(d, _)| v > *d)
             {
@@ -158,7 +160,7 @@ impl PolicySet {
         let (default, default_origin) =
             default.ok_or_else(|| PolicyError::NoPolicy("no default verdict".to_owned()))?;
         let hash = format!("sha256:{}", hex::encode(hasher.finalize()));
-        PolicySet::build(rules, default, default_origin, hash, names, env)
+        PolicySet::build(rules, quotas, default, default_origin, hash, names, env)
     }
 
     /// Compiles a single YAML text (label `<inline>`).

@@ -2,6 +2,7 @@
 
 use crate::condition::{ActionVars, Condition, MAX_INPUT_DEPTH, json_nodes, within_depth};
 use crate::error::{Origin, PolicyError};
+use crate::quota::{Quota, QuotaOrigin};
 use crate::rule::{OnError, Rule};
 use cel::{Context, Env};
 use rustc_hash::FxHashMap;
@@ -43,6 +44,7 @@ struct PointIndex {
 pub struct PolicySet {
     /// All rules, sorted by rank (the evaluation order).
     rules: Vec<Rule>,
+    quotas: Vec<Quota>,
     index: [PointIndex; 9],
     default: Verdict,
     default_origin: Origin,
@@ -185,6 +187,7 @@ impl std::fmt::Debug for PolicySet {
 impl PolicySet {
     pub(crate) fn build(
         mut rules: Vec<Rule>,
+        quotas: Vec<Quota>,
         default: Verdict,
         default_origin: Origin,
         hash: String,
@@ -202,11 +205,22 @@ impl PolicySet {
                 ));
             }
         }
+        let mut seen_quota: HashMap<&str, &Origin> = HashMap::new();
+        for q in quotas.iter().filter(|q| q.kind == QuotaOrigin::Declared) {
+            if let Some(first) = seen_quota.insert(q.id.as_str(), &q.origin) {
+                return Err(PolicyError::invalid(
+                    q.origin.clone(),
+                    "id",
+                    format!("duplicate quota id `{}` (first defined at {first})", q.id),
+                ));
+            }
+        }
         // Stable sort keeps declaration order among equal keys.
         rules.sort_by_key(Rule::order_key);
         let index = std::array::from_fn(|p| build_index(&rules, Point::ALL[p]));
         Ok(PolicySet {
             rules,
+            quotas,
             index,
             default,
             default_origin,
@@ -252,6 +266,11 @@ impl PolicySet {
     /// All rules in evaluation order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Declared quotas and rule limits, for the quota stage.
+    pub fn quotas(&self) -> &[Quota] {
+        &self.quotas
     }
 
     /// The rule ranks to consider for `action`: the exact-tool list (or the

@@ -50,6 +50,35 @@ pub(crate) struct PolicyDoc {
     pub default: Option<Spanned<String>>,
     #[serde(default)]
     pub rules: Vec<Spanned<RuleDoc>>,
+    #[serde(default)]
+    pub quotas: Vec<Spanned<QuotaDoc>>,
+}
+
+/// One quota: a rate limit and/or budgets, counted per scope key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaDoc {
+    pub id: Spanned<String>,
+    #[serde(default, rename = "description")]
+    pub _description: Option<String>,
+    #[serde(default)]
+    pub points: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub tools: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub agents: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub per: Option<Spanned<String>>,
+    #[serde(default)]
+    pub rate: Option<Spanned<String>>,
+    #[serde(default)]
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub calls: Option<u64>,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default)]
+    pub cost: Option<f64>,
 }
 
 /// One Warden rule.

@@ -457,3 +457,56 @@ fn reload_swaps_atomically_and_keeps_old_on_error() {
         }
     });
 }
+
+#[test]
+fn quotas_compile_and_match() {
+    let s = set(r#"default: allow
+quotas:
+  - id: search-rate
+    tools: ["search.*"]
+    per: agent
+    rate: 10/minute
+    burst: 2
+  - id: session-budget
+    per: session
+    calls: 100
+    tokens: 5000
+    cost: 2.5
+"#);
+    let q = s.quotas();
+    assert_eq!(q.len(), 2);
+    assert!(q[0].applies(&act("search.web", json!({}))));
+    assert!(!q[0].applies(&act("fs.read", json!({}))));
+    assert_eq!(q[1].scope, warden_policy::QuotaScope::Session);
+    assert_eq!(q[1].calls, Some(100));
+    for (body, want) in [
+        ("default: allow\nquotas:\n  - id: q\n", "needs `rate`"),
+        (
+            "default: allow\nquotas:\n  - id: q\n    per: planet\n    calls: 1\n",
+            "unknown scope `planet`",
+        ),
+        (
+            "default: allow\nquotas:\n  - id: q\n    rate: 5/eon\n",
+            "quotas[0].rate",
+        ),
+        (
+            "default: allow\nquotas:\n  - id: q\n    calls: 1\n    burst: 3\n",
+            "`burst` needs a `rate`",
+        ),
+        (
+            "default: allow\nquotas:\n  - id: q\n    cost: -1\n",
+            "non-negative",
+        ),
+        (
+            "default: allow\nquotas:\n  - id: q\n    calls: 1\n  - id: q\n    calls: 2\n",
+            "duplicate quota id `q`",
+        ),
+        (
+            "default: allow\nquotas:\n  - id: q\n    calls: 1\n    colour: red\n",
+            "unknown field `colour`",
+        ),
+    ] {
+        let e = err(body);
+        assert!(e.contains(want), "`{e}` should contain `{want}`");
+    }
+}
