@@ -1,0 +1,481 @@
+//! `Kernel::decide`: the single chokepoint every action passes.
+
+use crate::record::{ActionBody, AuditEvent, AuditSink};
+use crate::stage::{KillStage, QuotaStage, Stage, Stop};
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_core::{Action, Decision, Obligation, RuntimeError, Verdict};
+use warden_policy::{Outcome as PolicyOutcome, PolicyError, PolicyHandle, PolicySet};
+use warden_runtime::{
+    ApprovalError, ApprovalRequest, Approvals, KillError, KillSwitch, KillTarget, QuotaBook,
+    Resolution, Usage, now_ms,
+};
+
+/// Whether audit records keep raw arguments or only their digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArgsMode {
+    /// `sha256:` digest of the canonical arguments and context (default: tool
+    /// arguments often carry personal data and secrets).
+    #[default]
+    Digest,
+    /// The arguments and context themselves, plus the digest.
+    Raw,
+}
+
+/// Kernel errors (decisions themselves never error: they fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// A policy could not be (re)loaded.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The kill switch could not be changed or read.
+    #[error(transparent)]
+    Kill(#[from] KillError),
+    /// An approval could not be resolved.
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+    /// The audit log refused a record.
+    #[error("audit: {0}")]
+    Audit(String),
+}
+
+/// How an executed action went, reported after the fact.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// `None` for success, else the error message.
+    pub error: Option<String>,
+    /// Execution time.
+    pub latency: Duration,
+    /// Digest of the output, if the caller computed one.
+    pub output_digest: Option<String>,
+    /// What it consumed (charged to token/cost budgets).
+    pub usage: Usage,
+}
+
+/// Builder for a [`Kernel`].
+pub struct KernelBuilder {
+    policy: PolicyHandle,
+    kill: Option<KillSwitch>,
+    audit: Option<Arc<dyn AuditSink>>,
+    approvals: Option<Approvals>,
+    stages: Vec<Box<dyn Stage>>,
+    args_mode: ArgsMode,
+}
+
+impl KernelBuilder {
+    /// Uses this kill switch (default: in memory).
+    #[must_use]
+    pub fn kill_switch(mut self, kill: KillSwitch) -> Self {
+        self.kill = Some(kill);
+        self
+    }
+
+    /// Writes every decision, outcome, approval and kill to `sink`.
+    #[must_use]
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Uses this approval book (default: no backend; requests are listed by `pending_approvals`).
+    #[must_use]
+    pub fn approvals(mut self, approvals: Approvals) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// Adds a gate stage (identity, ring, ...); stages run in [`StageOrder`](crate::StageOrder).
+    #[must_use]
+    pub fn stage(mut self, stage: Box<dyn Stage>) -> Self {
+        self.stages.push(stage);
+        self
+    }
+
+    /// Raw or hashed arguments in audit records.
+    #[must_use]
+    pub fn args_mode(mut self, mode: ArgsMode) -> Self {
+        self.args_mode = mode;
+        self
+    }
+
+    /// Builds the kernel and records the policy load.
+    pub fn build(self) -> Result<Kernel, KernelError> {
+        let policy = self.policy;
+        let set = policy.current();
+        let quotas = Arc::new(ArcSwap::from_pointee(QuotaBook::new(set.quotas())));
+        let kill = self.kill.unwrap_or_else(KillSwitch::in_memory);
+        let mut stages = self.stages;
+        stages.push(Box::new(KillStage(kill.clone())));
+        stages.push(Box::new(QuotaStage(Arc::clone(&quotas))));
+        stages.sort_by_key(|s| s.order());
+        let kernel = Kernel {
+            policy,
+            quotas,
+            kill,
+            approvals: self.approvals.unwrap_or_else(|| Approvals::new(None)),
+            stages,
+            audit: self.audit,
+            usage: DashMap::new(),
+            args_mode: self.args_mode,
+        };
+        kernel.audit(AuditEvent::PolicyLoaded {
+            ts_ms: now_ms(),
+            policy_hash: set.hash().to_owned(),
+            names: set.names().to_vec(),
+        })?;
+        Ok(kernel)
+    }
+}
+
+/// The enforcement pipeline. `Send + Sync`; share it with `Arc`.
+pub struct Kernel {
+    policy: PolicyHandle,
+    quotas: Arc<ArcSwap<QuotaBook>>,
+    kill: KillSwitch,
+    approvals: Approvals,
+    stages: Vec<Box<dyn Stage>>,
+    audit: Option<Arc<dyn AuditSink>>,
+    /// Decisions whose outcome must be charged to token/cost budgets.
+    usage: DashMap<String, Action>,
+    args_mode: ArgsMode,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field(
+                "stages",
+                &self.stages.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .field("audited", &self.audit.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kernel {
+    /// Starts building a kernel around a loaded policy.
+    pub fn builder(policy: PolicyHandle) -> KernelBuilder {
+        KernelBuilder {
+            policy,
+            kill: None,
+            audit: None,
+            approvals: None,
+            stages: Vec::new(),
+            args_mode: ArgsMode::Digest,
+        }
+    }
+
+    /// The policy set in force.
+    pub fn policy(&self) -> Arc<PolicySet> {
+        self.policy.current()
+    }
+
+    /// The kill switch.
+    pub fn kill_switch(&self) -> &KillSwitch {
+        &self.kill
+    }
+
+    fn audit(&self, event: AuditEvent) -> Result<(), KernelError> {
+        match &self.audit {
+            Some(sink) => sink.append(event).map_err(KernelError::Audit),
+            None => Ok(()),
+        }
+    }
+
+    /// Decides `action`: kill switch → identity → ring → quotas → policy →
+    /// escalation, then the audit record. Never errors: every failure is a
+    /// deny with a reason. An `escalate` verdict opens a pending approval
+    /// whose id is the decision id.
+    pub fn decide(&self, action: &Action) -> Decision {
+        let set = self.policy.guard();
+        let decision = self.evaluate(&set, action);
+        self.finish(&set, action, decision)
+    }
+
+    fn evaluate(&self, set: &PolicySet, action: &Action) -> Decision {
+        for stage in &self.stages {
+            if let Some(stop) = stage.check(action) {
+                return stopped(set, stop);
+            }
+        }
+        let eval = set.evaluate(action);
+        if let PolicyOutcome::Rule(rule) = &eval.outcome
+            && rule.limit.is_some()
+            && let Err(d) = self.quotas.load().check_rule(&rule.id, action)
+        {
+            return stopped(
+                set,
+                Stop {
+                    reason: d.reason(),
+                    detail: d.detail,
+                },
+            );
+        }
+        set.to_decision(&eval)
+    }
+
+    fn finish(&self, set: &PolicySet, action: &Action, mut decision: Decision) -> Decision {
+        if decision.verdict == Verdict::Escalate
+            && let Err(e) = self.open_approval(action, &decision)
+        {
+            decision = internal_error(set, format!("approval could not be opened: {e}"));
+        }
+        if decision.verdict.proceeds() && self.quotas.load().wants_usage(action) {
+            let mut key = Action::new(
+                action.point,
+                action.agent.clone(),
+                action.tool().map(str::to_owned),
+            )
+            .unwrap_or_else(|_| action.clone());
+            key.session = action.session.clone();
+            self.usage.insert(decision.decision_id.clone(), key);
+        }
+        let event = AuditEvent::Decision {
+            decision_id: decision.decision_id.clone(),
+            ts_ms: now_ms(),
+            policy_hash: decision.policy_hash.clone(),
+            point: action.point,
+            agent: action.agent.clone(),
+            session: action.session.clone(),
+            tool: action.tool().map(str::to_owned),
+            action: ActionBody {
+                args: action.args.clone(),
+                context: action.context.clone(),
+                raw: self.args_mode == ArgsMode::Raw,
+            },
+            verdict: decision.verdict,
+            reasons: decision.reasons.clone(),
+            rule_ids: decision.rule_ids.clone(),
+            obligations: decision.obligations.clone(),
+        };
+        if let Err(e) = self.audit(event) {
+            // An unrecorded decision must not let the action through.
+            return internal_error(set, e.to_string());
+        }
+        decision
+    }
+
+    fn open_approval(&self, action: &Action, decision: &Decision) -> Result<(), ApprovalError> {
+        let (approvers, timeout_ms) = decision
+            .obligations
+            .iter()
+            .find_map(|o| match o {
+                Obligation::Approval {
+                    approvers,
+                    timeout_ms,
+                } => Some((approvers.clone(), *timeout_ms)),
+                _ => None,
+            })
+            .unwrap_or((Vec::new(), 0));
+        let now = now_ms();
+        self.approvals.open(
+            ApprovalRequest {
+                id: decision.decision_id.clone(),
+                agent: action.agent.clone(),
+                session: action.session.clone(),
+                point: action.point.as_str().to_owned(),
+                tool: action.tool().map(str::to_owned),
+                reasons: decision.reasons.clone(),
+                rule_ids: decision.rule_ids.clone(),
+                approvers,
+                created_ms: now,
+                deadline_ms: now.saturating_add(timeout_ms),
+            },
+            Duration::from_millis(timeout_ms),
+        )
+    }
+
+    /// Decides and, on `escalate`, waits up to `timeout` (and at most the
+    /// rule's own timeout) for an approver; returns the final decision
+    /// (same decision id): allow when approved, deny when denied or timed out.
+    pub fn decide_and_wait(&self, action: &Action, timeout: Duration) -> Decision {
+        let mut decision = self.decide(action);
+        if decision.verdict != Verdict::Escalate {
+            return decision;
+        }
+        let resolution = match self.approvals.wait(&decision.decision_id, timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                decision.verdict = Verdict::Deny;
+                decision.reasons = vec![
+                    RuntimeError::Internal.reason().to_owned(),
+                    format!("approval: {e}"),
+                ];
+                return decision;
+            }
+        };
+        // A waiter-side timeout ends the approval: record it (explicit resolutions are recorded by `resolve_approval`).
+        if resolution == Resolution::TimedOut
+            && let Err(e) = self.audit(AuditEvent::Approval {
+                decision_id: decision.decision_id.clone(),
+                ts_ms: now_ms(),
+                resolution: resolution.clone(),
+            })
+        {
+            decision.verdict = Verdict::Deny;
+            decision.reasons = vec![RuntimeError::Internal.reason().to_owned(), e.to_string()];
+            return decision;
+        }
+        apply_resolution(&mut decision, &resolution);
+        decision
+    }
+
+    /// An approver's answer to a pending escalation; audited with the approver's identity.
+    pub fn resolve_approval(
+        &self,
+        decision_id: &str,
+        approver: &str,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<Resolution, KernelError> {
+        let resolution = self
+            .approvals
+            .resolve(decision_id, approver, approve, reason);
+        let recorded = match &resolution {
+            Ok(r) => Some(r.clone()),
+            Err(ApprovalError::Expired(_)) => Some(Resolution::TimedOut),
+            Err(_) => None,
+        };
+        if let Some(r) = recorded {
+            self.audit(AuditEvent::Approval {
+                decision_id: decision_id.to_owned(),
+                ts_ms: now_ms(),
+                resolution: r,
+            })?;
+        }
+        Ok(resolution?)
+    }
+
+    /// Approvals waiting for an answer.
+    pub fn pending_approvals(&self) -> Vec<ApprovalRequest> {
+        for expired in self.approvals.expire() {
+            let _ = self.audit(AuditEvent::Approval {
+                decision_id: expired.id,
+                ts_ms: now_ms(),
+                resolution: Resolution::TimedOut,
+            });
+        }
+        self.approvals.pending()
+    }
+
+    /// Records how an executed action went and charges its usage to budgets.
+    pub fn record_outcome(&self, decision_id: &str, outcome: Outcome) -> Result<(), KernelError> {
+        if let Some((_, action)) = self.usage.remove(decision_id) {
+            self.quotas.load().charge(&action, outcome.usage);
+        }
+        self.audit(AuditEvent::Outcome {
+            decision_id: decision_id.to_owned(),
+            ts_ms: now_ms(),
+            status: if outcome.error.is_some() {
+                "error"
+            } else {
+                "ok"
+            }
+            .to_owned(),
+            error: outcome.error,
+            latency_ms: u64::try_from(outcome.latency.as_millis()).unwrap_or(u64::MAX),
+            output_digest: outcome.output_digest,
+            tokens: outcome.usage.tokens,
+            cost: outcome.usage.cost,
+        })
+    }
+
+    /// Kills an agent, a session or everything; effective for the next decision on every thread. Audited.
+    pub fn kill(
+        &self,
+        target: KillTarget,
+        reason: &str,
+        by: Option<&str>,
+    ) -> Result<(), KernelError> {
+        self.kill.kill(target.clone(), reason, by)?;
+        self.audit(AuditEvent::Kill {
+            ts_ms: now_ms(),
+            target,
+            reason: reason.to_owned(),
+            by: by.map(str::to_owned),
+        })
+    }
+
+    /// Lifts a kill. Audited. Returns whether one was active.
+    pub fn unkill(&self, target: KillTarget, by: Option<&str>) -> Result<bool, KernelError> {
+        let was = self.kill.lift(&target)?;
+        self.audit(AuditEvent::Unkill {
+            ts_ms: now_ms(),
+            target,
+            by: by.map(str::to_owned),
+        })?;
+        Ok(was)
+    }
+
+    /// Reloads the policy files; on error the old policy stays in force.
+    /// Quota counters of unchanged quotas carry over.
+    pub fn reload_policy(&self) -> Result<Arc<PolicySet>, KernelError> {
+        let set = self.policy.reload()?;
+        let mut book = QuotaBook::new(set.quotas());
+        book.carry_over(&self.quotas.load());
+        self.quotas.store(Arc::new(book));
+        self.audit(AuditEvent::PolicyLoaded {
+            ts_ms: now_ms(),
+            policy_hash: set.hash().to_owned(),
+            names: set.names().to_vec(),
+        })?;
+        Ok(set)
+    }
+
+    /// Waits until every audit record handed over so far is durable.
+    pub fn flush(&self) -> Result<(), KernelError> {
+        match &self.audit {
+            Some(sink) => sink.flush().map_err(KernelError::Audit),
+            None => Ok(()),
+        }
+    }
+}
+
+fn stopped(set: &PolicySet, stop: Stop) -> Decision {
+    Decision {
+        verdict: Verdict::Deny,
+        reasons: vec![stop.reason, stop.detail],
+        rule_ids: Vec::new(),
+        obligations: Vec::new(),
+        policy_hash: set.hash().to_owned(),
+        decision_id: Decision::new_id(),
+    }
+}
+
+fn internal_error(set: &PolicySet, detail: String) -> Decision {
+    Decision::runtime_error(RuntimeError::Internal, Some(detail), set.hash().to_owned())
+}
+
+fn apply_resolution(decision: &mut Decision, resolution: &Resolution) {
+    match resolution {
+        Resolution::Approved { by, reason } => {
+            decision.verdict = Verdict::Allow;
+            decision.reasons.push(match reason {
+                Some(r) => format!("approved by {by}: {r}"),
+                None => format!("approved by {by}"),
+            });
+        }
+        Resolution::Denied { by, reason } => {
+            decision.verdict = Verdict::Deny;
+            decision.reasons = vec![
+                "approval:denied".to_owned(),
+                match reason {
+                    Some(r) => format!("denied by {by}: {r}"),
+                    None => format!("denied by {by}"),
+                },
+            ];
+        }
+        Resolution::TimedOut => {
+            decision.verdict = Verdict::Deny;
+            decision.reasons = vec![
+                "approval:timeout".to_owned(),
+                "no approver answered before the deadline".to_owned(),
+            ];
+        }
+    }
+    decision
+        .obligations
+        .retain(|o| !matches!(o, Obligation::Approval { .. }));
+}

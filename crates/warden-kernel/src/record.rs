@@ -1,0 +1,157 @@
+//! What the kernel writes to the audit log, and the sink it writes to.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use warden_core::{Obligation, Point, Verdict};
+use warden_runtime::{KillTarget, Resolution};
+
+/// One audit record. Serialized as RFC 8785 canonical JSON by the audit log;
+/// `type` tells the kinds apart.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A decision.
+    Decision {
+        /// Decision id (UUIDv7).
+        decision_id: String,
+        /// Unix ms.
+        ts_ms: u64,
+        /// The policy set that decided.
+        policy_hash: String,
+        /// Intervention point.
+        point: Point,
+        /// Agent id.
+        agent: String,
+        /// Session id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        /// Tool.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+        /// The arguments and context, hashed (`sha256:` over their canonical JSON)
+        /// or raw, depending on [`ArgsMode`](crate::ArgsMode).
+        action: ActionBody,
+        /// Verdict.
+        verdict: Verdict,
+        /// Reasons.
+        reasons: Vec<String>,
+        /// Deciding rules.
+        rule_ids: Vec<String>,
+        /// Obligations.
+        obligations: Vec<Obligation>,
+    },
+    /// The outcome of an executed action.
+    Outcome {
+        /// The decision it follows.
+        decision_id: String,
+        /// Unix ms.
+        ts_ms: u64,
+        /// `ok` or `error`.
+        status: String,
+        /// Error message, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Execution latency.
+        latency_ms: u64,
+        /// Digest of the output, if the caller gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output_digest: Option<String>,
+        /// Tokens consumed.
+        tokens: u64,
+        /// Cost consumed.
+        cost: f64,
+    },
+    /// An approval ended.
+    Approval {
+        /// The escalated decision.
+        decision_id: String,
+        /// Unix ms.
+        ts_ms: u64,
+        /// How it ended (approver identity included).
+        resolution: Resolution,
+    },
+    /// A kill was activated.
+    Kill {
+        /// Unix ms.
+        ts_ms: u64,
+        /// What was killed.
+        target: KillTarget,
+        /// Why.
+        reason: String,
+        /// Who.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// A kill was lifted.
+    Unkill {
+        /// Unix ms.
+        ts_ms: u64,
+        /// What was released.
+        target: KillTarget,
+        /// Who.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// A policy set was loaded or reloaded.
+    PolicyLoaded {
+        /// Unix ms.
+        ts_ms: u64,
+        /// Its hash.
+        policy_hash: String,
+        /// Its names.
+        names: Vec<String>,
+    },
+}
+
+/// The action's payload as recorded: by default only a digest, computed when
+/// the record is serialized (on the audit writer thread, off the decision
+/// path); raw arguments only if the kernel is configured to keep them.
+#[derive(Debug, Clone)]
+pub struct ActionBody {
+    /// Arguments.
+    pub args: serde_json::Map<String, serde_json::Value>,
+    /// Context.
+    pub context: serde_json::Map<String, serde_json::Value>,
+    /// Keep them raw instead of hashing.
+    pub raw: bool,
+}
+
+impl ActionBody {
+    /// `sha256:<hex>` over the RFC 8785 canonical JSON of `{"args": ..., "context": ...}`.
+    pub fn digest(&self) -> Result<String, String> {
+        #[derive(Serialize)]
+        struct Both<'a> {
+            args: &'a serde_json::Map<String, serde_json::Value>,
+            context: &'a serde_json::Map<String, serde_json::Value>,
+        }
+        let bytes = serde_json_canonicalizer::to_vec(&Both {
+            args: &self.args,
+            context: &self.context,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
+    }
+}
+
+impl Serialize for ActionBody {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(if self.raw { 3 } else { 1 }))?;
+        if self.raw {
+            m.serialize_entry("args", &self.args)?;
+            m.serialize_entry("context", &self.context)?;
+        }
+        let digest = self.digest().map_err(serde::ser::Error::custom)?;
+        m.serialize_entry("digest", &digest)?;
+        m.end()
+    }
+}
+
+/// Where audit records go. Implementations must never drop a record: block
+/// (back-pressure) or fail.
+pub trait AuditSink: Send + Sync {
+    /// Hands one record over; with synchronous durability, returns once it is durable.
+    fn append(&self, event: AuditEvent) -> Result<(), String>;
+    /// Waits until everything handed over is durable.
+    fn flush(&self) -> Result<(), String>;
+}

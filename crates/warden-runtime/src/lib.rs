@@ -1,0 +1,25 @@
+//! Warden's runtime controls, each usable on its own and composed by the kernel:
+//!
+//! - [`KillSwitch`]: stop an agent, a session or everything, effective on the
+//!   next decision, persisted in the data directory for other processes;
+//! - [`QuotaBook`]: GCRA rate limits and call/token/cost budgets declared in
+//!   policy files;
+//! - [`Approvals`]: pending escalations, resolved by approvers or by timeout.
+
+mod approval;
+mod killswitch;
+mod quota;
+
+pub use approval::{
+    ApprovalBackend, ApprovalError, ApprovalRequest, Approvals, ChannelBackend, Resolution,
+};
+pub use killswitch::{KILL_FILE, Kill, KillCheck, KillError, KillState, KillSwitch, KillTarget};
+pub use quota::{QuotaBook, QuotaDenial, Usage};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
