@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub(crate) enum Group {
     /// policy-N, policy-cel.
     Policy,
+    /// kernel-full/100-rules: all stages, quota, 100-rule policy, audit.
+    Kernel,
 }
 
 #[derive(Serialize)]
@@ -76,6 +78,68 @@ pub(crate) fn run(group: Group, time_ms: u64) -> Result<u8> {
                 println!("{}", serde_json::to_string(&line)?);
             }
         }
+        Group::Kernel => kernel(time_ms)?,
     }
     Ok(0)
+}
+
+/// One kernel workload: per-call latency percentiles on one thread, then
+/// throughput with two threads.
+fn kernel(time_ms: u64) -> Result<()> {
+    use warden_kernel::Kernel;
+    use warden_policy::{PolicyHandle, PolicySet, workloads};
+    let mut yaml = workloads::policy_n_yaml(100);
+    yaml.push_str("quotas:\n  - id: bench-rate\n    per: agent\n    rate: 1000000000/second\n");
+    let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(&yaml)?)).build()?;
+    let action = workloads::action_for("action_99")?;
+    let budget = Duration::from_millis(time_ms);
+    // Warm up.
+    for _ in 0..10_000 {
+        black_box(kernel.decide(black_box(&action)));
+    }
+    let mut lat = Vec::with_capacity(1 << 20);
+    let end = Instant::now() + budget;
+    while Instant::now() < end {
+        for _ in 0..256 {
+            let t = Instant::now();
+            black_box(kernel.decide(black_box(&action)));
+            lat.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    lat.sort_unstable();
+    let q = |p: f64| {
+        lat.get(((lat.len() - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let threads = 2;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut n = 0u64;
+                while t0.elapsed() < budget {
+                    for _ in 0..256 {
+                        black_box(kernel.decide(black_box(&action)));
+                    }
+                    n += 256;
+                }
+                done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    });
+    let ops = done.load(std::sync::atomic::Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    let line = serde_json::json!({
+        "workload": "kernel-full/100-rules",
+        "median_ns": q(0.5),
+        "p99_ns": q(0.99),
+        "p999_ns": q(0.999),
+        "ops_per_sec": ops.round(),
+        "threads": threads,
+        "samples": lat.len(),
+        "audit": "none",
+    });
+    println!("{line}");
+    Ok(())
 }

@@ -232,6 +232,9 @@ impl Kernel {
             key.session = action.session.clone();
             self.usage.insert(decision.decision_id.clone(), key);
         }
+        let Some(sink) = &self.audit else {
+            return decision;
+        };
         let event = AuditEvent::Decision {
             decision_id: decision.decision_id.clone(),
             ts_ms: now_ms(),
@@ -250,9 +253,9 @@ impl Kernel {
             rule_ids: decision.rule_ids.clone(),
             obligations: decision.obligations.clone(),
         };
-        if let Err(e) = self.audit(event) {
+        if let Err(e) = sink.append(event) {
             // An unrecorded decision must not let the action through.
-            return internal_error(set, e.to_string());
+            return internal_error(set, format!("audit: {e}"));
         }
         decision
     }
