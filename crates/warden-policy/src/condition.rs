@@ -22,6 +22,9 @@ use warden_core::Action;
 /// The variables a condition may use.
 pub const VARIABLES: [&str; 6] = ["point", "tool", "args", "agent", "session", "context"];
 
+/// Function namespaces of the enabled extensions.
+const NAMESPACES: [&str; 2] = ["math", "strings"];
+
 /// CEL's type names, usable as values (`type(x) == int`).
 const TYPE_NAMES: [&str; 11] = [
     "int",
@@ -43,6 +46,31 @@ pub const MAX_CONDITION_BYTES: usize = 16 * 1024;
 pub const MAX_COMPREHENSION_DEPTH: u32 = 3;
 /// Deepest expression nesting accepted, so hostile input cannot overflow the stack.
 pub const MAX_EXPRESSION_DEPTH: usize = 128;
+
+/// Compiles a regex literal once per process: identical patterns across rules
+/// and reloads share one compiled program (load time only, never per call).
+pub(crate) fn regex(pattern: &str) -> Result<Arc<regex::Regex>, String> {
+    static CACHE: std::sync::Mutex<Option<HashMap<String, Arc<regex::Regex>>>> =
+        std::sync::Mutex::new(None);
+    let mut guard = CACHE
+        .lock()
+        .map_err(|_| "regex cache poisoned".to_owned())?;
+    let cache = guard.get_or_insert_with(HashMap::new);
+    if let Some(re) = cache.get(pattern) {
+        return Ok(Arc::clone(re));
+    }
+    let re = Arc::new(regex::Regex::new(pattern).map_err(|e| {
+        format!(
+            "invalid regex `{pattern}` in matches(): {}",
+            one_line(&e.to_string())
+        )
+    })?);
+    if cache.len() >= 10_000 {
+        cache.clear();
+    }
+    cache.insert(pattern.to_owned(), Arc::clone(&re));
+    Ok(re)
+}
 
 /// The shared CEL environment: the standard library plus string and math extensions.
 pub(crate) fn environment() -> Result<Arc<Env>, String> {
@@ -99,9 +127,15 @@ impl Condition {
                 _ => {}
             }
         }
-        let program = env
-            .compile(source)
-            .map_err(|e| format!("CEL does not compile: {}", one_line(&e.to_string())))?;
+        let program = env.compile(source).map_err(|e| match e.errors.first() {
+            // One error is enough; the crate's Display repeats the source per error.
+            Some(first) => format!(
+                "CEL does not compile at column {}: {}",
+                first.pos.1.saturating_add(1),
+                one_line(&first.msg)
+            ),
+            None => format!("CEL does not compile: {}", one_line(&e.to_string())),
+        })?;
         let mut walk = Walk::default();
         walk.visit(program.expression(), 0, &mut Vec::new())?;
         if walk.depth > MAX_COMPREHENSION_DEPTH {
@@ -193,8 +227,37 @@ impl Walk {
                 }
             }
             Expr::Call(call) => {
-                if let Some(t) = &call.target {
-                    self.visit(t, level, bound)?;
+                match call.func_name.as_str() {
+                    "timestamp" | "duration" => {
+                        return Err(format!(
+                            "`{}()` is not available in Warden conditions (no time types); pass times as numbers in `context`",
+                            call.func_name
+                        ));
+                    }
+                    "matches" => {
+                        // A literal pattern is compiled now, whichever evaluator runs it.
+                        let pattern = match (&call.target, call.args.as_slice()) {
+                            (Some(_), [p]) | (None, [_, p]) => Some(p),
+                            _ => None,
+                        };
+                        if let Some(IdedExpr {
+                            expr: Expr::Literal(cel::common::ast::LiteralValue::String(p)),
+                            ..
+                        }) = pattern
+                        {
+                            regex(p.inner())?;
+                        }
+                    }
+                    _ => {}
+                }
+                match call.target.as_deref() {
+                    // `math.ceil(x)`, `strings.quote(s)`: a namespace, not a variable.
+                    Some(IdedExpr {
+                        expr: Expr::Ident(ns),
+                        ..
+                    }) if NAMESPACES.contains(&ns.as_str()) => {}
+                    Some(t) => self.visit(t, level, bound)?,
+                    None => {}
                 }
                 for a in &call.args {
                     self.visit(a, level, bound)?;

@@ -62,6 +62,9 @@ pub enum PolicyError {
     /// No policy sources were given or found: Warden refuses to run without one.
     #[error("no policy loaded: {0}")]
     NoPolicy(String),
+    /// `warden policy test` found no test files.
+    #[error("no tests found: {0}")]
+    NoTests(String),
 }
 
 impl PolicyError {

@@ -13,9 +13,9 @@
 //! field selection and literal indexing (`args.a.b`, `args["k"]`, `args.xs[0]`);
 //! `has()`; `!`, `&&`, `||`; `==`, `!=`, `<`, `<=`, `>`, `>=`; `x in [literals]`;
 //! `startsWith`, `endsWith`, `contains` and `matches` with literal arguments;
-//! `size()`.
+//! `size()`; `all()` and `exists()` over lists and map keys.
 
-use cel::common::ast::{Expr, IdedExpr, LiteralValue, operators};
+use cel::common::ast::{ComprehensionExpr, Expr, IdedExpr, LiteralValue, operators};
 use serde_json::{Map, Value as J};
 use std::cmp::Ordering;
 use warden_core::Action;
@@ -41,6 +41,8 @@ pub(crate) enum Root {
     /// `agent` / `session`: maps with a single `id` key.
     AgentId,
     SessionId,
+    /// A comprehension variable: its slot in the evaluation scope.
+    Var(u32),
 }
 
 /// One step of a path.
@@ -80,8 +82,14 @@ pub(crate) enum Fast {
     Cmp(Cmp, Box<Fast>, Box<Fast>),
     InList(Box<Fast>, Box<[Lit]>),
     Str(StrOp, Box<Fast>, Box<str>),
-    Matches(Box<Fast>, Box<regex::Regex>),
+    Matches(Box<Fast>, std::sync::Arc<regex::Regex>),
     Size(Box<Fast>),
+    /// `range.all(x, pred)` (`exists == false`) or `range.exists(x, pred)`.
+    Comp {
+        exists: bool,
+        range: Box<Fast>,
+        pred: Box<Fast>,
+    },
 }
 
 /// A value during evaluation, borrowed from the action or the expression.
@@ -104,34 +112,45 @@ impl Fast {
     /// Compiles `e` if it is entirely inside the subset. A literal regex that
     /// does not compile is reported as `Err` (a load error).
     pub(crate) fn compile(e: &IdedExpr) -> Result<Option<Fast>, String> {
+        Fast::compile_in(e, &mut Vec::new())
+    }
+
+    /// Compiles `e` with the comprehension variables in `scope` (innermost last).
+    fn compile_in(e: &IdedExpr, scope: &mut Vec<String>) -> Result<Option<Fast>, String> {
         Ok(match &e.expr {
             Expr::Literal(l) => lit(l).map(Fast::Lit),
             Expr::Ident(_) | Expr::Select(_) => match &e.expr {
                 Expr::Select(s) if s.test => {
-                    let Some((root, steps)) = path(&s.operand) else {
+                    let Some((root, steps)) = path(&s.operand, scope) else {
                         return Ok(None);
                     };
                     match root {
-                        Root::Args | Root::Context => {
+                        Root::Args | Root::Context | Root::Var(_) => {
                             Some(Fast::Has(root, steps.into(), s.field.as_str().into()))
                         }
                         _ => None,
                     }
                 }
-                _ => path(e).map(|(r, s)| Fast::Path(r, s.into())),
+                _ => path(e, scope).map(|(r, s)| Fast::Path(r, s.into())),
             },
             Expr::Call(c) => {
                 let args = &c.args;
                 match (c.func_name.as_str(), &c.target, args.len()) {
-                    (operators::INDEX, None, 2) => path(e).map(|(r, s)| Fast::Path(r, s.into())),
-                    (operators::LOGICAL_NOT, None, 1) => {
-                        Fast::compile(&args[0])?.map(|a| Fast::Not(Box::new(a)))
+                    (operators::INDEX, None, 2) => {
+                        path(e, scope).map(|(r, s)| Fast::Path(r, s.into()))
                     }
-                    (operators::LOGICAL_AND, None, 2) => pair(args)?.map(|(a, b)| Fast::And(a, b)),
-                    (operators::LOGICAL_OR, None, 2) => pair(args)?.map(|(a, b)| Fast::Or(a, b)),
+                    (operators::LOGICAL_NOT, None, 1) => {
+                        Fast::compile_in(&args[0], scope)?.map(|a| Fast::Not(Box::new(a)))
+                    }
+                    (operators::LOGICAL_AND, None, 2) => {
+                        pair(args, scope)?.map(|(a, b)| Fast::And(a, b))
+                    }
+                    (operators::LOGICAL_OR, None, 2) => {
+                        pair(args, scope)?.map(|(a, b)| Fast::Or(a, b))
+                    }
                     (op, None, 2) if cmp_op(op).is_some() => {
                         let op = cmp_op(op).unwrap_or(Cmp::Eq);
-                        pair(args)?.map(|(a, b)| Fast::Cmp(op, a, b))
+                        pair(args, scope)?.map(|(a, b)| Fast::Cmp(op, a, b))
                     }
                     (operators::IN, None, 2) => {
                         let Expr::List(list) = &args[1].expr else {
@@ -148,7 +167,7 @@ impl Fast {
                                 _ => None,
                             })
                             .collect();
-                        match (Fast::compile(&args[0])?, lits) {
+                        match (Fast::compile_in(&args[0], scope)?, lits) {
                             (Some(x), Some(l)) => Some(Fast::InList(Box::new(x), l.into())),
                             _ => None,
                         }
@@ -159,25 +178,30 @@ impl Fast {
                             "endsWith" => StrOp::EndsWith,
                             _ => StrOp::Contains,
                         };
-                        match (Fast::compile(t)?, str_lit(&args[0])) {
+                        match (Fast::compile_in(t, scope)?, str_lit(&args[0])) {
                             (Some(x), Some(s)) => Some(Fast::Str(op, Box::new(x), s.into())),
                             _ => None,
                         }
                     }
-                    ("matches", Some(t), 1) => matches(t, &args[0])?,
-                    ("matches", None, 2) => matches(&args[0], &args[1])?,
-                    ("size", Some(t), 0) => Fast::compile(t)?.map(|x| Fast::Size(Box::new(x))),
-                    ("size", None, 1) => Fast::compile(&args[0])?.map(|x| Fast::Size(Box::new(x))),
+                    ("matches", Some(t), 1) => matches(t, &args[0], scope)?,
+                    ("matches", None, 2) => matches(&args[0], &args[1], scope)?,
+                    ("size", Some(t), 0) => {
+                        Fast::compile_in(t, scope)?.map(|x| Fast::Size(Box::new(x)))
+                    }
+                    ("size", None, 1) => {
+                        Fast::compile_in(&args[0], scope)?.map(|x| Fast::Size(Box::new(x)))
+                    }
                     _ => None,
                 }
             }
+            Expr::Comprehension(c) => comprehension(c, scope)?,
             _ => None,
         })
     }
 
     /// Evaluates to a bool, with the interpreter's error semantics.
     pub(crate) fn eval_bool(&self, action: &Action) -> Result<bool, Fail> {
-        match self.eval(action)? {
+        match self.eval(action, &mut Vec::new())? {
             V::Bool(b) => Ok(b),
             other => Err(format!(
                 "condition returned {} instead of a bool",
@@ -186,24 +210,24 @@ impl Fast {
         }
     }
 
-    fn eval<'a>(&'a self, action: &'a Action) -> Result<V<'a>, Fail> {
+    fn eval<'a>(&'a self, action: &'a Action, env: &mut Vec<V<'a>>) -> Result<V<'a>, Fail> {
         match self {
             Fast::Lit(l) => Ok(lit_v(l)),
-            Fast::Path(root, steps) => resolve(action, *root, steps),
-            Fast::Has(root, steps, field) => match resolve(action, *root, steps)? {
+            Fast::Path(root, steps) => resolve(action, *root, steps, env),
+            Fast::Has(root, steps, field) => match resolve(action, *root, steps, env)? {
                 V::Map(m) => Ok(V::Bool(m.contains_key(&**field))),
                 other => Err(format!("no such key `{field}` on {}", type_name(&other))),
             },
-            Fast::Not(a) => match a.eval(action)? {
+            Fast::Not(a) => match a.eval(action, env)? {
                 V::Bool(b) => Ok(V::Bool(!b)),
                 other => Err(format!("no such overload: !{}", type_name(&other))),
             },
             Fast::And(a, b) => {
-                let left = a.eval(action).and_then(as_bool);
+                let left = a.eval(action, env).and_then(as_bool);
                 if left == Ok(false) {
                     return Ok(V::Bool(false));
                 }
-                let right = b.eval(action)?;
+                let right = b.eval(action, env)?;
                 match (left, right) {
                     (Ok(true), V::Bool(r)) => Ok(V::Bool(r)),
                     (Err(_), V::Bool(false)) => Ok(V::Bool(false)),
@@ -212,11 +236,11 @@ impl Fast {
                 }
             }
             Fast::Or(a, b) => {
-                let left = a.eval(action).and_then(as_bool);
+                let left = a.eval(action, env).and_then(as_bool);
                 if left == Ok(true) {
                     return Ok(V::Bool(true));
                 }
-                let right = b.eval(action)?;
+                let right = b.eval(action, env)?;
                 match (left, right) {
                     (Ok(false), V::Bool(r)) => Ok(V::Bool(r)),
                     (Err(_), V::Bool(true)) => Ok(V::Bool(true)),
@@ -225,8 +249,8 @@ impl Fast {
                 }
             }
             Fast::Cmp(op, a, b) => {
-                let x = a.eval(action)?;
-                let y = b.eval(action)?;
+                let x = a.eval(action, env)?;
+                let y = b.eval(action, env)?;
                 Ok(V::Bool(match op {
                     Cmp::Eq => equals(&x, &y),
                     Cmp::Ne => !equals(&x, &y),
@@ -237,10 +261,10 @@ impl Fast {
                 }))
             }
             Fast::InList(x, list) => {
-                let x = x.eval(action)?;
+                let x = x.eval(action, env)?;
                 Ok(V::Bool(list.iter().any(|l| equals(&x, &lit_v(l)))))
             }
-            Fast::Str(op, x, needle) => match x.eval(action)? {
+            Fast::Str(op, x, needle) => match x.eval(action, env)? {
                 V::Str(s) => Ok(V::Bool(match op {
                     StrOp::StartsWith => s.starts_with(&**needle),
                     StrOp::EndsWith => s.ends_with(&**needle),
@@ -251,19 +275,56 @@ impl Fast {
                     type_name(&other)
                 )),
             },
-            Fast::Matches(x, re) => match x.eval(action)? {
+            Fast::Matches(x, re) => match x.eval(action, env)? {
                 V::Str(s) => Ok(V::Bool(re.is_match(s))),
                 other => Err(format!(
                     "no such overload: {}.matches(string)",
                     type_name(&other)
                 )),
             },
-            Fast::Size(x) => match x.eval(action)? {
+            Fast::Size(x) => match x.eval(action, env)? {
                 V::Str(s) => Ok(V::Int(s.chars().count() as i64)),
                 V::List(l) => Ok(V::Int(l.len() as i64)),
                 V::Map(m) => Ok(V::Int(m.len() as i64)),
                 other => Err(format!("no such overload: size({})", type_name(&other))),
             },
+            Fast::Comp {
+                exists,
+                range,
+                pred,
+            } => {
+                let range = range.eval(action, env)?;
+                // CEL semantics: a deciding element (true for exists, false
+                // for all) wins over errors from other elements.
+                let mut error = None;
+                let mut step = |item: V<'a>, env: &mut Vec<V<'a>>| -> bool {
+                    env.push(item);
+                    let r = pred.eval(action, env).and_then(as_bool);
+                    env.pop();
+                    match r {
+                        Ok(b) => b == *exists,
+                        Err(e) => {
+                            error.get_or_insert(e);
+                            false
+                        }
+                    }
+                };
+                let decided = match range {
+                    V::List(items) => items.iter().any(|j| step(json_v(j), env)),
+                    V::Map(m) => m.keys().any(|k| step(V::Str(k), env)),
+                    other => {
+                        return Err(format!(
+                            "no such overload: {}.all/exists",
+                            type_name(&other)
+                        ));
+                    }
+                };
+                match (decided, error) {
+                    (true, _) => Ok(V::Bool(*exists)),
+                    (false, Some(e)) => Err(e),
+                    (false, None) => Ok(V::Bool(!*exists)),
+                }
+            }
         }
     }
 }
@@ -271,19 +332,64 @@ impl Fast {
 /// Two compiled operands.
 type Pair = (Box<Fast>, Box<Fast>);
 
-fn pair(args: &[IdedExpr]) -> Result<Option<Pair>, String> {
-    Ok(match (Fast::compile(&args[0])?, Fast::compile(&args[1])?) {
-        (Some(a), Some(b)) => Some((Box::new(a), Box::new(b))),
-        _ => None,
-    })
+fn pair(args: &[IdedExpr], scope: &mut Vec<String>) -> Result<Option<Pair>, String> {
+    Ok(
+        match (
+            Fast::compile_in(&args[0], scope)?,
+            Fast::compile_in(&args[1], scope)?,
+        ) {
+            (Some(a), Some(b)) => Some((Box::new(a), Box::new(b))),
+            _ => None,
+        },
+    )
 }
 
-fn matches(target: &IdedExpr, pattern: &IdedExpr) -> Result<Option<Fast>, String> {
-    let (Some(x), Some(p)) = (Fast::compile(target)?, str_lit(pattern)) else {
+fn matches(
+    target: &IdedExpr,
+    pattern: &IdedExpr,
+    scope: &mut Vec<String>,
+) -> Result<Option<Fast>, String> {
+    let (Some(x), Some(p)) = (Fast::compile_in(target, scope)?, str_lit(pattern)) else {
         return Ok(None);
     };
-    let re = regex::Regex::new(p).map_err(|e| format!("invalid regex `{p}` in matches(): {e}"))?;
-    Ok(Some(Fast::Matches(Box::new(x), Box::new(re))))
+    Ok(Some(Fast::Matches(
+        Box::new(x),
+        crate::condition::regex(p)?,
+    )))
+}
+
+/// Recognises the expansion of the `all` and `exists` macros: an accumulator
+/// starting at `true`/`false`, folded with `&&`/`||` over one predicate.
+fn comprehension(c: &ComprehensionExpr, scope: &mut Vec<String>) -> Result<Option<Fast>, String> {
+    if c.iter_var2.is_some() {
+        return Ok(None);
+    }
+    let (Expr::Literal(LiteralValue::Boolean(init)), Expr::Call(step), Expr::Ident(result)) =
+        (&c.accu_init.expr, &c.loop_step.expr, &c.result.expr)
+    else {
+        return Ok(None);
+    };
+    let exists = match (*init.inner(), step.func_name.as_str()) {
+        (true, operators::LOGICAL_AND) => false,
+        (false, operators::LOGICAL_OR) => true,
+        _ => return Ok(None),
+    };
+    let accu_first =
+        matches!(step.args.first().map(|a| &a.expr), Some(Expr::Ident(a)) if *a == c.accu_var);
+    if *result != c.accu_var || step.target.is_some() || step.args.len() != 2 || !accu_first {
+        return Ok(None);
+    }
+    let Some(range) = Fast::compile_in(&c.iter_range, scope)? else {
+        return Ok(None);
+    };
+    scope.push(c.iter_var.clone());
+    let pred = Fast::compile_in(&step.args[1], scope);
+    scope.pop();
+    Ok(pred?.map(|pred| Fast::Comp {
+        exists,
+        range: Box::new(range),
+        pred: Box::new(pred),
+    }))
 }
 
 fn cmp_op(op: &str) -> Option<Cmp> {
@@ -318,8 +424,12 @@ fn str_lit(e: &IdedExpr) -> Option<&str> {
 }
 
 /// A variable followed by selections and literal indexes, outermost last.
-fn path(e: &IdedExpr) -> Option<(Root, Vec<Step>)> {
+fn path(e: &IdedExpr, scope: &[String]) -> Option<(Root, Vec<Step>)> {
     match &e.expr {
+        Expr::Ident(name) if scope.contains(name) => {
+            let slot = scope.iter().rposition(|v| v == name)?;
+            Some((Root::Var(u32::try_from(slot).ok()?), Vec::new()))
+        }
         Expr::Ident(name) => Some((
             match name.as_str() {
                 "point" => Root::Point,
@@ -332,7 +442,9 @@ fn path(e: &IdedExpr) -> Option<(Root, Vec<Step>)> {
         )),
         Expr::Select(s) if !s.test => {
             // `agent.id` / `session.id` are the only fields those maps have.
-            if let Expr::Ident(name) = &s.operand.expr {
+            if let Expr::Ident(name) = &s.operand.expr
+                && !scope.contains(name)
+            {
                 match (name.as_str(), s.field.as_str()) {
                     ("agent", "id") => return Some((Root::AgentId, Vec::new())),
                     ("session", "id") => return Some((Root::SessionId, Vec::new())),
@@ -340,8 +452,8 @@ fn path(e: &IdedExpr) -> Option<(Root, Vec<Step>)> {
                     _ => {}
                 }
             }
-            let (root, mut steps) = path(&s.operand)?;
-            if !matches!(root, Root::Args | Root::Context) {
+            let (root, mut steps) = path(&s.operand, scope)?;
+            if !matches!(root, Root::Args | Root::Context | Root::Var(_)) {
                 return None;
             }
             steps.push(Step::Key(s.field.as_str().into()));
@@ -350,8 +462,8 @@ fn path(e: &IdedExpr) -> Option<(Root, Vec<Step>)> {
         Expr::Call(c)
             if c.func_name == operators::INDEX && c.target.is_none() && c.args.len() == 2 =>
         {
-            let (root, mut steps) = path(&c.args[0])?;
-            if !matches!(root, Root::Args | Root::Context) {
+            let (root, mut steps) = path(&c.args[0], scope)?;
+            if !matches!(root, Root::Args | Root::Context | Root::Var(_)) {
                 return None;
             }
             match &c.args[1].expr {
@@ -365,8 +477,20 @@ fn path(e: &IdedExpr) -> Option<(Root, Vec<Step>)> {
     }
 }
 
-fn resolve<'a>(action: &'a Action, root: Root, steps: &'a [Step]) -> Result<V<'a>, Fail> {
+fn resolve<'a>(
+    action: &'a Action,
+    root: Root,
+    steps: &'a [Step],
+    env: &[V<'a>],
+) -> Result<V<'a>, Fail> {
     let map = match root {
+        Root::Var(slot) => {
+            let start = usize::try_from(slot).ok().and_then(|i| env.get(i)).copied();
+            return walk(
+                start.ok_or_else(|| "unbound comprehension variable".to_owned())?,
+                steps,
+            );
+        }
         Root::Point => return Ok(V::Str(action.point.as_str())),
         Root::Tool => return Ok(V::Str(action.tool().unwrap_or(""))),
         Root::AgentId => return Ok(V::Str(&action.agent)),
@@ -380,7 +504,11 @@ fn resolve<'a>(action: &'a Action, root: Root, steps: &'a [Step]) -> Result<V<'a
         Root::Args => &action.args,
         Root::Context => &action.context,
     };
-    let mut cur = V::Map(map);
+    walk(V::Map(map), steps)
+}
+
+/// Follows field selections and literal indexes from `cur`.
+fn walk<'a>(mut cur: V<'a>, steps: &'a [Step]) -> Result<V<'a>, Fail> {
     for step in steps {
         let next = match (cur, step) {
             (V::Map(m), Step::Key(k)) => m.get(&**k),
@@ -389,7 +517,12 @@ fn resolve<'a>(action: &'a Action, root: Root, steps: &'a [Step]) -> Result<V<'a
         };
         cur = match next {
             Some(j) => json_v(j),
-            None => return Err(format!("no such key or index: {step:?}")),
+            None => {
+                return Err(match step {
+                    Step::Key(k) => format!("no such key: {k}"),
+                    Step::Index(i) => format!("no such index: {i}"),
+                });
+            }
         };
     }
     Ok(cur)
@@ -523,14 +656,18 @@ mod tests {
             "agent.id.startsWith('b') && session.id.endsWith('1') && context.k.contains('v')",
             "args.s.matches('^(?i)drop')",
             "!(point == 'input')",
+            "args.xs.exists(x, x > 1)",
+            "args.m.all(k, k.startsWith('a'))",
+            "args.xs.exists(x, x.ys.all(y, y.matches('^a')))",
         ] {
             assert!(both(src, &a).0.is_some(), "{src} should be native");
         }
         for src in [
-            "args.xs.exists(x, x > 1)",
             "args.a + 1 > 2",
             "int(args.a) == 1",
             "agent == {'id': 'bot'}",
+            "args.xs.exists_one(x, x > 1)",
+            "args.xs.map(x, x * 2) == [2]",
         ] {
             assert!(both(src, &a).0.is_none(), "{src} should be interpreted");
         }
@@ -592,6 +729,34 @@ mod tests {
             Just("has(args.a)".to_owned()),
             Just("has(args.a.c)".to_owned())
         ];
+        expr_over(leaf.boxed())
+    }
+
+    /// Comprehensions: a predicate over the iteration variable `v` (and the action).
+    fn comp() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            lit(),
+            path(),
+            Just("v".to_owned()),
+            Just("v.c".to_owned()),
+            Just("has(v.c)".to_owned()),
+            Just("v.size()".to_owned()),
+        ];
+        let range = prop_oneof![
+            Just("args.xs"),
+            Just("args.m"),
+            Just("args.a"),
+            Just("args")
+        ];
+        (
+            range,
+            prop_oneof![Just("all"), Just("exists")],
+            expr_over(leaf.boxed()),
+        )
+            .prop_map(|(r, k, p)| format!("{r}.{k}(v, {p})"))
+    }
+
+    fn expr_over(leaf: BoxedStrategy<String>) -> impl Strategy<Value = String> {
         leaf.prop_recursive(4, 24, 2, |inner| {
             prop_oneof![
                 (
@@ -664,6 +829,23 @@ mod tests {
             let action = action(serde_json::Value::Object(args));
             let (fast, interp) = both(&src, &action);
             let fast = fast.expect("generated expressions are inside the subset");
+            prop_assert_eq!(fast, interp, "{}", src);
+        }
+
+        #[test]
+        fn native_comprehensions_agree_with_interpreter(
+            src in comp(),
+            a in prop::option::of(json_leaf()),
+            xs in prop::option::of(prop::collection::vec(json_leaf(), 0..4)),
+            m in prop::option::of(json_leaf()),
+        ) {
+            let mut args = serde_json::Map::new();
+            if let Some(a) = a { args.insert("a".into(), a); }
+            if let Some(xs) = xs { args.insert("xs".into(), serde_json::Value::Array(xs)); }
+            if let Some(m) = m { args.insert("m".into(), m); }
+            let action = action(serde_json::Value::Object(args));
+            let (fast, interp) = both(&src, &action);
+            let fast = fast.expect("generated comprehensions are inside the subset");
             prop_assert_eq!(fast, interp, "{}", src);
         }
     }

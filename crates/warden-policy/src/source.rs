@@ -203,6 +203,8 @@ pub(crate) struct CaseDoc {
     pub rule: Option<String>,
     #[serde(default)]
     pub reason_contains: Option<String>,
+    #[serde(default)]
+    pub obligations: Option<Vec<warden_core::Obligation>>,
 }
 
 fn options() -> serde_saphyr::Options {
@@ -220,6 +222,19 @@ fn yaml_error(file: &Path, e: &serde_saphyr::Error) -> PolicyError {
         .split_once(" at line ")
         .map(|(m, _)| m.to_owned())
         .unwrap_or(message);
+    // Drop hints addressed to programmers using the YAML library, not to policy authors.
+    let message = message
+        .split_once(", set DuplicateKeyPolicy")
+        .or_else(|| message.split_once("; use from_str_multiple"))
+        .map(|(m, _)| m.to_owned())
+        .unwrap_or(message);
+    let message = match message.as_str() {
+        "multiple YAML documents detected" => {
+            "one policy per file: split the `---` documents into separate files".to_owned()
+        }
+        m if m.starts_with("invalid i64") => format!("{m}: expected a whole number"),
+        _ => message,
+    };
     PolicyError::invalid(origin, "document", message)
 }
 

@@ -13,12 +13,13 @@
 //!     expect: deny
 //!     rule: deny-destructive-sql    # optional: must be among the decision's rule_ids
 //!     reason_contains: destructive   # optional
+//!     obligations: []                # optional: the exact obligation list
 //! ```
 
 use crate::error::{Origin, PolicyError};
 use crate::load::expand;
 use crate::set::PolicySet;
-use crate::source::{Document, parse_document, read_source};
+use crate::source::{CaseDoc, Document, parse_document, read_source};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use warden_core::{Action, Verdict};
@@ -108,14 +109,9 @@ fn run_file(
     for case in doc.cases {
         let origin = Origin::at(file, case.referenced);
         let case = case.value;
-        let failure = check_case(
-            set,
-            &case.action,
-            &case.expect.value,
-            case.rule.as_deref(),
-            case.reason_contains.as_deref(),
-        )
-        .map_err(|m| PolicyError::invalid(Origin::at(file, case.expect.referenced), "expect", m))?;
+        let failure = check_case(set, &case, &case.expect.value).map_err(|m| {
+            PolicyError::invalid(Origin::at(file, case.expect.referenced), "expect", m)
+        })?;
         report.cases.push(CaseResult {
             origin,
             name: case.name,
@@ -125,13 +121,12 @@ fn run_file(
     Ok(())
 }
 
-fn check_case(
-    set: &PolicySet,
-    action: &serde_json::Value,
-    expect: &str,
-    rule: Option<&str>,
-    reason_contains: Option<&str>,
-) -> Result<Option<String>, String> {
+fn check_case(set: &PolicySet, case: &CaseDoc, expect: &str) -> Result<Option<String>, String> {
+    let (action, rule, reason_contains) = (
+        &case.action,
+        case.rule.as_deref(),
+        case.reason_contains.as_deref(),
+    );
     let expect: Verdict = expect.parse()?;
     let action: Action = match serde_json::from_value(action.clone()) {
         Ok(a) => a,
@@ -160,6 +155,15 @@ fn check_case(
         problems.push(format!(
             "no reason contains `{s}` (reasons: {})",
             d.reasons.join("; ")
+        ));
+    }
+    if let Some(want) = &case.obligations
+        && *want != d.obligations
+    {
+        problems.push(format!(
+            "expected obligations {}, got {}",
+            serde_json::to_string(want).unwrap_or_default(),
+            serde_json::to_string(&d.obligations).unwrap_or_default()
         ));
     }
     Ok((!problems.is_empty()).then(|| problems.join("; ")))
