@@ -83,63 +83,120 @@ pub(crate) fn run(group: Group, time_ms: u64) -> Result<u8> {
     Ok(0)
 }
 
-/// One kernel workload: per-call latency percentiles on one thread, then
-/// throughput with two threads.
+/// A fresh directory under the system temp dir, removed on drop.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(tag: &str) -> Result<Self> {
+        let p = std::env::temp_dir().join(format!(
+            "warden-bench-{tag}-{}-{}",
+            std::process::id(),
+            warden_core::Decision::new_id()
+        ));
+        std::fs::create_dir_all(&p)?;
+        Ok(ScratchDir(p))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted
+        .get(((sorted.len().saturating_sub(1)) as f64 * p) as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Kernel workloads (DESIGN.md §6 `kernel-full/100-rules`): a 100-rule
+/// policy, a rate-limit quota, the kill switch and the audit log in a
+/// scratch data directory. Per-call latency percentiles on one thread, then
+/// throughput on two threads (batched) and with many concurrent callers (sync).
 fn kernel(time_ms: u64) -> Result<()> {
+    use warden_audit::Durability;
     use warden_kernel::Kernel;
     use warden_policy::{PolicyHandle, PolicySet, workloads};
     let mut yaml = workloads::policy_n_yaml(100);
     yaml.push_str("quotas:\n  - id: bench-rate\n    per: agent\n    rate: 1000000000/second\n");
-    let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(&yaml)?)).build()?;
     let action = workloads::action_for("action_99")?;
     let budget = Duration::from_millis(time_ms);
-    // Warm up.
-    for _ in 0..10_000 {
-        black_box(kernel.decide(black_box(&action)));
-    }
-    let mut lat = Vec::with_capacity(1 << 20);
-    let end = Instant::now() + budget;
-    while Instant::now() < end {
-        for _ in 0..256 {
-            let t = Instant::now();
-            black_box(kernel.decide(black_box(&action)));
-            lat.push(t.elapsed().as_nanos() as u64);
-        }
-    }
-    lat.sort_unstable();
-    let q = |p: f64| {
-        lat.get(((lat.len() - 1) as f64 * p) as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    let threads = 2;
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut n = 0u64;
-                while t0.elapsed() < budget {
-                    for _ in 0..256 {
-                        black_box(kernel.decide(black_box(&action)));
-                    }
-                    n += 256;
+    for (name, durability, threads) in [
+        ("kernel-full/100-rules", Durability::Batched, 2usize),
+        ("kernel-full/100-rules-sync", Durability::Sync, 64usize),
+    ] {
+        let dir = ScratchDir::new("kernel")?;
+        let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(&yaml)?))
+            .data_dir(&dir.0, durability)?
+            .build()?;
+        let rss_before = rss_bytes();
+        let mut lat: Vec<u64> = Vec::with_capacity(1 << 20);
+        if durability == Durability::Batched {
+            for _ in 0..10_000 {
+                black_box(kernel.decide(black_box(&action)));
+            }
+            let end = Instant::now() + budget;
+            while Instant::now() < end {
+                for _ in 0..256 {
+                    let t = Instant::now();
+                    black_box(kernel.decide(black_box(&action)));
+                    lat.push(t.elapsed().as_nanos() as u64);
                 }
-                done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            });
+            }
         }
-    });
-    let ops = done.load(std::sync::atomic::Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
-    let line = serde_json::json!({
-        "workload": "kernel-full/100-rules",
-        "median_ns": q(0.5),
-        "p99_ns": q(0.99),
-        "p999_ns": q(0.999),
-        "ops_per_sec": ops.round(),
-        "threads": threads,
-        "samples": lat.len(),
-        "audit": "none",
-    });
-    println!("{line}");
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    let mut mine = Vec::new();
+                    while t0.elapsed() < budget {
+                        for _ in 0..64 {
+                            let t = Instant::now();
+                            black_box(kernel.decide(black_box(&action)));
+                            if durability == Durability::Sync {
+                                mine.push(t.elapsed().as_nanos() as u64);
+                            }
+                        }
+                        n += 64;
+                    }
+                    done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    mine
+                });
+            }
+        });
+        let ops =
+            done.load(std::sync::atomic::Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+        kernel.flush()?;
+        lat.sort_unstable();
+        let line = serde_json::json!({
+            "workload": name,
+            "median_ns": percentile(&lat, 0.5),
+            "p99_ns": percentile(&lat, 0.99),
+            "p999_ns": percentile(&lat, 0.999),
+            "ops_per_sec": ops.round(),
+            "threads": threads,
+            "samples": lat.len(),
+            "durability": format!("{durability:?}").to_lowercase(),
+            "rss_bytes": rss_bytes(),
+            "rss_before_bytes": rss_before,
+        });
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// Resident set size from /proc (0 where unavailable).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
 }

@@ -45,10 +45,41 @@ pub(crate) fn exit_code(v: Verdict) -> u8 {
     }
 }
 
-pub(crate) fn run(policy: &[PathBuf], action: Option<&Path>) -> Result<u8> {
-    let set = PolicySet::load(policy)?;
-    let action = read_action(action)?;
-    let decision = set.decide(&action);
+/// Audit durability on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum DurabilityArg {
+    /// Return once the record is on disk.
+    Sync,
+    /// Return once the record is queued (flushed before exit).
+    Batched,
+}
+
+pub(crate) fn run(
+    policy: &[PathBuf],
+    action: Option<&Path>,
+    data_dir: Option<&Path>,
+    durability: DurabilityArg,
+) -> Result<u8> {
+    let decision = match data_dir {
+        None => {
+            let set = PolicySet::load(policy)?;
+            let action = read_action(action)?;
+            set.decide(&action)
+        }
+        Some(dir) => {
+            let durability = match durability {
+                DurabilityArg::Sync => warden_audit::Durability::Sync,
+                DurabilityArg::Batched => warden_audit::Durability::Batched,
+            };
+            let kernel = warden_kernel::Kernel::builder(warden_policy::PolicyHandle::load(policy)?)
+                .data_dir(dir, durability)?
+                .build()?;
+            let action = read_action(action)?;
+            let decision = kernel.decide(&action);
+            kernel.flush()?;
+            decision
+        }
+    };
     println!("{}", serde_json::to_string(&decision)?);
     Ok(exit_code(decision.verdict))
 }

@@ -5,6 +5,7 @@
 //! escalate; 2 invalid input or policy (message on stderr naming file, line
 //! and field).
 
+mod admin;
 mod bench;
 mod check;
 mod policy_cmd;
@@ -31,6 +32,21 @@ enum Command {
         /// File with the Action JSON; `-` or omitted reads stdin.
         #[arg(long)]
         action: Option<PathBuf>,
+        /// Run the full kernel on this data directory: kill switch state and audit log live here.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// With --data-dir: `sync` returns only once the decision's audit record is on disk.
+        #[arg(long, value_enum, default_value_t = check::DurabilityArg::Sync)]
+        durability: check::DurabilityArg,
+    },
+    /// Kill an agent, a session or everything: every kernel on the data directory denies their next action.
+    Kill(admin::KillArgs),
+    /// Lift a kill.
+    Unkill(admin::UnkillArgs),
+    /// Read, verify and prove the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: admin::AuditCommand,
     },
     /// Policy engineering: lint, test, explain.
     Policy {
@@ -56,7 +72,15 @@ pub(crate) const EXIT_INVALID: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { policy, action } => check::run(&policy, action.as_deref()),
+        Command::Check {
+            policy,
+            action,
+            data_dir,
+            durability,
+        } => check::run(&policy, action.as_deref(), data_dir.as_deref(), durability),
+        Command::Kill(args) => admin::kill(args),
+        Command::Unkill(args) => admin::unkill(args),
+        Command::Audit { command } => admin::audit(command),
         Command::Policy { command } => policy_cmd::run(command),
         Command::Bench {
             group,

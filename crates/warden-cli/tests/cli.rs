@@ -235,3 +235,132 @@ fn bench_prints_json_lines() {
     assert!(names.contains(&"policy-cel".to_owned()));
     assert_eq!(names.len(), 9);
 }
+
+#[test]
+fn kill_unkill_and_audit_through_the_cli() {
+    let (d, p) = policy_dir();
+    let data = d.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let p_s = p.to_str().unwrap();
+    let action = r#"{"agent":"bot","tool":"fs.read"}"#;
+    let out = warden(&["check", "-p", p_s, "--data-dir", data_s], action);
+    assert_eq!(out.status.code(), Some(0));
+    let out = warden(
+        &[
+            "kill",
+            "--agent",
+            "bot",
+            "--reason",
+            "incident 7",
+            "--by",
+            "alice",
+            "--data-dir",
+            data_s,
+        ],
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = warden(&["check", "-p", p_s, "--data-dir", data_s], action);
+    assert_eq!(out.status.code(), Some(1));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["reasons"][0], "killed:agent");
+    assert!(d["reasons"][1].as_str().unwrap().contains("incident 7"));
+    let out = warden(
+        &["check", "-p", p_s, "--data-dir", data_s],
+        r#"{"agent":"other","tool":"fs.read"}"#,
+    );
+    assert_eq!(out.status.code(), Some(0), "other agents unaffected");
+    assert_eq!(
+        warden(&["unkill", "--agent", "bot", "--data-dir", data_s], "")
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        warden(&["unkill", "--agent", "bot", "--data-dir", data_s], "")
+            .status
+            .code(),
+        Some(1),
+        "nothing to lift"
+    );
+    assert_eq!(
+        warden(&["check", "-p", p_s, "--data-dir", data_s], action)
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        warden(
+            &[
+                "kill",
+                "--agent",
+                "x",
+                "--session",
+                "y",
+                "--reason",
+                "r",
+                "--data-dir",
+                data_s
+            ],
+            ""
+        )
+        .status
+        .code(),
+        Some(2),
+        "one target only"
+    );
+
+    let out = warden(&["audit", "verify", "--data-dir", data_s], "");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 4 checks × (policy_loaded + decision) + kill + unkill.
+    assert_eq!(report["records"], 10);
+    let out = warden(&["audit", "export", "--data-dir", data_s], "");
+    let kinds: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["record"]["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "decision").count(), 4);
+    assert!(kinds.contains(&"kill".to_owned()) && kinds.contains(&"unkill".to_owned()));
+    let out = warden(
+        &["audit", "prove", "--index", "3", "--data-dir", data_s],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let proof: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(proof["index"], 3);
+
+    // Tamper with a record: verify names the problem and exits 1.
+    let seg = std::fs::read_dir(data.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let pos = bytes.windows(8).position(|w| w == b"decision").unwrap();
+    bytes[pos] ^= 0x20;
+    std::fs::write(&seg, bytes).unwrap();
+    let out = warden(&["audit", "verify", "--data-dir", data_s], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("FAILED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

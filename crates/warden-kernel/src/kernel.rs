@@ -65,6 +65,47 @@ pub struct KernelBuilder {
 }
 
 impl KernelBuilder {
+    /// Keeps state in `dir`: the kill switch shared with other processes
+    /// (`killswitch.json`) and the audit log (`audit/`) with the given
+    /// durability. Kill changes other processes make are audited here too.
+    pub fn data_dir(
+        mut self,
+        dir: &std::path::Path,
+        durability: warden_audit::Durability,
+    ) -> Result<Self, KernelError> {
+        let kill = KillSwitch::open(dir, Duration::from_millis(10))?;
+        let log = warden_audit::AuditLog::<AuditEvent>::open(
+            dir,
+            warden_audit::AuditConfig {
+                durability,
+                ..warden_audit::AuditConfig::default()
+            },
+        )
+        .map_err(|e| KernelError::Audit(e.to_string()))?;
+        let sink: Arc<dyn AuditSink> = Arc::new(log);
+        let observed = Arc::clone(&sink);
+        kill.observe(move |change| {
+            let event = match change {
+                warden_runtime::KillChange::Killed(target, k) => AuditEvent::Kill {
+                    ts_ms: k.at_ms,
+                    target,
+                    reason: k.reason,
+                    by: k.by,
+                },
+                warden_runtime::KillChange::Lifted(target) => AuditEvent::Unkill {
+                    ts_ms: now_ms(),
+                    target,
+                    by: None,
+                },
+            };
+            // The kill is in force either way; a failing log fails the next decision.
+            let _ = observed.append(event);
+        });
+        self.kill = Some(kill);
+        self.audit = Some(sink);
+        Ok(self)
+    }
+
     /// Uses this kill switch (default: in memory).
     #[must_use]
     pub fn kill_switch(mut self, kill: KillSwitch) -> Self {

@@ -155,3 +155,17 @@ pub trait AuditSink: Send + Sync {
     /// Waits until everything handed over is durable.
     fn flush(&self) -> Result<(), String>;
 }
+
+impl AuditSink for warden_audit::AuditLog<AuditEvent> {
+    fn append(&self, event: AuditEvent) -> Result<(), String> {
+        warden_audit::AuditLog::append(self, event)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        warden_audit::AuditLog::flush(self)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

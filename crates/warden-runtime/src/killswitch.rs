@@ -144,6 +144,52 @@ struct Shared {
     stamp: Mutex<Option<(SystemTime, u64)>>,
     /// Set when the file could not be read: decisions fail closed until it can.
     broken: AtomicBool,
+    /// Told about changes another process made (this process's own changes are not reported).
+    observer: ArcSwap<Option<Observer>>,
+}
+
+/// A change to the kill state made by another process, seen on refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillChange {
+    /// A kill appeared.
+    Killed(KillTarget, Kill),
+    /// A kill disappeared.
+    Lifted(KillTarget),
+}
+
+type Observer = Arc<dyn Fn(KillChange) + Send + Sync>;
+
+fn diff(old: &KillState, new: &KillState) -> Vec<KillChange> {
+    let mut out = Vec::new();
+    match (&old.all, &new.all) {
+        (None, Some(k)) => out.push(KillChange::Killed(KillTarget::All, k.clone())),
+        (Some(_), None) => out.push(KillChange::Lifted(KillTarget::All)),
+        (Some(a), Some(b)) if a != b => out.push(KillChange::Killed(KillTarget::All, b.clone())),
+        _ => {}
+    }
+    let maps = [
+        (
+            &old.agents,
+            &new.agents,
+            KillTarget::Agent as fn(String) -> KillTarget,
+        ),
+        (
+            &old.sessions,
+            &new.sessions,
+            KillTarget::Session as fn(String) -> KillTarget,
+        ),
+    ];
+    for (o, n, make) in maps {
+        for (id, k) in n {
+            if o.get(id) != Some(k) {
+                out.push(KillChange::Killed(make(id.clone()), k.clone()));
+            }
+        }
+        for id in o.keys().filter(|id| !n.contains_key(*id)) {
+            out.push(KillChange::Lifted(make(id.clone())));
+        }
+    }
+    out
 }
 
 /// The kill switch. Cheap to clone (shared state).
@@ -181,6 +227,7 @@ impl KillSwitch {
                 file: None,
                 stamp: Mutex::new(None),
                 broken: AtomicBool::new(false),
+                observer: ArcSwap::from_pointee(None),
             }),
         }
     }
@@ -199,6 +246,7 @@ impl KillSwitch {
                 file: Some(data_dir.join(KILL_FILE)),
                 stamp: Mutex::new(None),
                 broken: AtomicBool::new(false),
+                observer: ArcSwap::from_pointee(None),
             }),
         };
         ks.refresh()?;
@@ -219,6 +267,12 @@ impl KillSwitch {
                 source,
             })?;
         Ok(ks)
+    }
+
+    /// Registers a callback for kill changes made by other processes (the
+    /// kernel audits them). Replaces any previous observer.
+    pub fn observe(&self, f: impl Fn(KillChange) + Send + Sync + 'static) {
+        self.shared.observer.store(Arc::new(Some(Arc::new(f))));
     }
 
     /// Checks an action's agent and session. Lock-free; no allocation unless a kill applies.
@@ -301,7 +355,15 @@ impl KillSwitch {
             .open(&lock_path)
             .map_err(io)?;
         lock.lock().map_err(io)?;
+        // Held across the write so the watcher never mistakes our own change for another process's.
+        let mut last = self
+            .shared
+            .stamp
+            .lock()
+            .map_err(|_| KillError::Invalid("kill switch lock poisoned"))?;
         let mut s = read_state(path)?;
+        // Changes other processes made since our last read are reported before ours is applied.
+        let external = diff(&self.shared.state.load_full(), &s);
         let changed = f(&mut s);
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&s).map_err(|e| KillError::Corrupt {
@@ -318,15 +380,21 @@ impl KillSwitch {
             // Make the rename durable too.
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
-        drop(lock);
         self.shared.broken.store(false, Ordering::Release);
-        *self
-            .shared
-            .stamp
-            .lock()
-            .map_err(|_| KillError::Invalid("kill switch lock poisoned"))? = stamp(path);
+        *last = stamp(path);
         self.publish(s);
+        drop(last);
+        drop(lock);
+        self.notify(external);
         Ok(changed)
+    }
+
+    fn notify(&self, changes: Vec<KillChange>) {
+        if let Some(observer) = self.shared.observer.load().as_ref() {
+            for c in changes {
+                observer(c);
+            }
+        }
     }
 
     /// Re-reads the persisted state if the file changed since the last read.
@@ -347,7 +415,11 @@ impl KillSwitch {
             Ok(s) => {
                 *last = now;
                 self.shared.broken.store(false, Ordering::Release);
+                let old = self.shared.state.load_full();
+                let changes = diff(&old, &s);
                 self.publish(s);
+                drop(last);
+                self.notify(changes);
                 Ok(())
             }
             Err(e) => {
@@ -441,6 +513,27 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    #[test]
+    fn observer_sees_changes_from_other_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = KillSwitch::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = Arc::clone(&seen);
+        a.observe(move |c| s2.lock().unwrap().push(c));
+        a.kill(KillTarget::Agent("own".into()), "mine", None)
+            .unwrap();
+        a.refresh().unwrap();
+        let b = KillSwitch::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        b.kill(KillTarget::Session("s".into()), "theirs", Some("bob"))
+            .unwrap();
+        b.lift(&KillTarget::Agent("own".into())).unwrap();
+        a.refresh().unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen.iter().any(|c| matches!(c, KillChange::Killed(KillTarget::Session(s), k) if s == "s" && k.by.as_deref() == Some("bob"))));
+        assert!(seen.contains(&KillChange::Lifted(KillTarget::Agent("own".into()))));
     }
 
     #[test]

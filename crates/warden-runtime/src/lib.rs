@@ -13,7 +13,9 @@ mod quota;
 pub use approval::{
     ApprovalBackend, ApprovalError, ApprovalRequest, Approvals, ChannelBackend, Resolution,
 };
-pub use killswitch::{KILL_FILE, Kill, KillCheck, KillError, KillState, KillSwitch, KillTarget};
+pub use killswitch::{
+    KILL_FILE, Kill, KillChange, KillCheck, KillError, KillState, KillSwitch, KillTarget,
+};
 pub use quota::{QuotaBook, QuotaDenial, Usage};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

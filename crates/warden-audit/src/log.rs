@@ -1,0 +1,709 @@
+//! The writer: [`AuditLog`] hands records to a background thread over a
+//! bounded queue; the thread canonicalises, hashes, frames and appends them,
+//! fsyncs in groups and signs tree heads.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{AuditError, Violation};
+use crate::keys::{LogKey, PublicKey};
+use crate::merkle::{Frontier, Hash, leaf_hash};
+use crate::store::{
+    self, AUDIT_DIR, FRAME_HEADER_LEN, LOCK_FILE, MAX_RECORD_LEN, STH_FILE, Snapshot, create_segment,
+    open_append, segment_path, seal_frame, write_index,
+};
+use crate::sth::{SignedTreeHead, now_ms};
+
+/// When `append` returns relative to the record reaching the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `append` returns once the record is queued; the writer fsyncs in
+    /// batches. A crash loses at most the records not yet fsynced (use
+    /// [`AuditLog::flush`] for a durability point).
+    #[default]
+    Batched,
+    /// `append` returns only after the batch holding the record is fsynced.
+    /// Concurrent appenders share one fsync (group commit).
+    Sync,
+}
+
+/// Writer settings. `Default` gives batched durability, a 65 536-record
+/// queue, an STH every 10 000 records or 1 s, and 65 536-record segments.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// Durability mode.
+    pub durability: Durability,
+    /// Capacity of the queue between callers and the writer thread; a full
+    /// queue blocks callers (back-pressure, records are never dropped).
+    pub queue_capacity: usize,
+    /// Sign a tree head once this many records were written since the last
+    /// one (0: only on the timer, flush and close).
+    pub sth_every_records: u64,
+    /// Sign a tree head when records are unsigned for this long
+    /// (`Duration::ZERO`: only on the count, flush and close).
+    pub sth_interval: Duration,
+    /// Records per segment file as a power of two (1..=30). Fixed when the
+    /// log is created; an existing log keeps its own value.
+    pub segment_bits: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Batched,
+            queue_capacity: 65_536,
+            sth_every_records: 10_000,
+            sth_interval: Duration::from_secs(1),
+            segment_bits: 16,
+        }
+    }
+}
+
+struct State<R> {
+    queue: Vec<R>,
+    /// Index the next appended record gets.
+    next_index: u64,
+    /// Records `< durable` are fsynced.
+    durable: u64,
+    /// Size of the latest STH.
+    signed: u64,
+    latest_sth: Option<SignedTreeHead>,
+    /// A flush wants an STH covering this size.
+    sign_request: u64,
+    closing: bool,
+    writer_idle: bool,
+    full_waiters: usize,
+    durable_waiters: usize,
+    failed: Option<Arc<AuditError>>,
+}
+
+struct Shared<R> {
+    state: Mutex<State<R>>,
+    /// Signals the writer: records queued, flush or close requested.
+    work: Condvar,
+    /// Signals appenders blocked on a full queue.
+    space: Condvar,
+    /// Signals sync appenders and flushers: durability or STH progress.
+    progress: Condvar,
+}
+
+impl<R> Shared<R> {
+    fn lock(&self) -> MutexGuard<'_, State<R>> {
+        // A poisoned lock means a thread panicked while holding it; the state
+        // is still consistent (all updates are single assignments), so go on.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cv.wait(guard)
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The append side of the audit log.
+///
+/// Cheap to share behind an `Arc`; `append` may be called from many threads.
+/// Records are serialised (RFC 8785 canonical JSON) on the writer thread, so
+/// callers pay only for a queue push.
+///
+/// ```
+/// use warden_audit::{AuditConfig, AuditLog, Durability};
+///
+/// #[derive(serde::Serialize)]
+/// struct Event { kind: &'static str, n: u32 }
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let cfg = AuditConfig { durability: Durability::Sync, ..AuditConfig::default() };
+/// let log = AuditLog::open(dir.path(), cfg).unwrap();
+/// let index = log.append(Event { kind: "decision", n: 1 }).unwrap();
+/// assert_eq!(index, 0);
+/// let sth = log.flush().unwrap().unwrap();
+/// assert_eq!(sth.size, 1);
+/// log.close().unwrap();
+/// assert!(warden_audit::verify(dir.path(), &Default::default()).is_ok());
+/// ```
+pub struct AuditLog<R: Serialize + Send + 'static> {
+    shared: Arc<Shared<R>>,
+    thread: Option<JoinHandle<()>>,
+    durability: Durability,
+    capacity: usize,
+    public_key: PublicKey,
+    data_dir: PathBuf,
+}
+
+impl<R: Serialize + Send + 'static> std::fmt::Debug for AuditLog<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("data_dir", &self.data_dir)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Serialize + Send + 'static> AuditLog<R> {
+    /// Opens (creating on first use) the log in `<data_dir>/audit/`, with the
+    /// signing key `<data_dir>/audit.key` (created, mode 0600, on first use)
+    /// and its public half `<data_dir>/audit.pub`.
+    ///
+    /// Recovery: a partial frame at the end of the last segment (a crash
+    /// mid-append) is moved aside to `<segment>.torn-<unix ms>` and truncated
+    /// away; records after the last STH are signed immediately.
+    ///
+    /// # Errors
+    /// I/O errors, [`AuditError::Locked`] if another writer has the log open,
+    /// key problems, and [`AuditError::Integrity`] when the data on disk
+    /// contradicts its signed tree heads (the log refuses to extend a
+    /// tampered history; run `verify` for the full picture).
+    pub fn open(data_dir: &Path, config: AuditConfig) -> Result<Self, AuditError> {
+        let dir = data_dir.join(AUDIT_DIR);
+        fs::create_dir_all(&dir).map_err(AuditError::io("create directory", &dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(AuditError::io("open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(AuditError::Locked(dir)),
+            Err(fs::TryLockError::Error(e)) => return Err(AuditError::io("lock", &lock_path)(e)),
+        }
+        let key = LogKey::load_or_create(data_dir)?;
+        let bits = config.segment_bits.clamp(1, 30);
+        let writer = Writer::recover(dir, key, bits, lock, &config)?;
+
+        let state = State {
+            queue: Vec::with_capacity(config.queue_capacity.clamp(1, 1 << 20)),
+            next_index: writer.frontier.size(),
+            durable: writer.frontier.size(),
+            signed: writer.signed,
+            latest_sth: writer.latest_sth.clone(),
+            sign_request: 0,
+            closing: false,
+            writer_idle: false,
+            full_waiters: 0,
+            durable_waiters: 0,
+            failed: None,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            space: Condvar::new(),
+            progress: Condvar::new(),
+        });
+        let public_key = writer.key.public();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("warden-audit-writer".into())
+            .spawn(move || writer.run(&thread_shared))
+            .map_err(AuditError::io("spawn writer thread", data_dir))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+            durability: config.durability,
+            capacity: config.queue_capacity.max(1),
+            public_key,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// Appends a record and returns its index (its leaf position).
+    ///
+    /// Blocks while the queue is full. With [`Durability::Sync`] it also
+    /// blocks until the record is fsynced.
+    ///
+    /// # Errors
+    /// [`AuditError::WriterFailed`] once the writer has failed (the record is
+    /// not logged), [`AuditError::Closed`] after close.
+    pub fn append(&self, record: R) -> Result<u64, AuditError> {
+        let shared = &*self.shared;
+        let mut st = shared.lock();
+        loop {
+            if let Some(e) = &st.failed {
+                return Err(AuditError::WriterFailed(Arc::clone(e)));
+            }
+            if st.closing {
+                return Err(AuditError::Closed);
+            }
+            if st.queue.len() < self.capacity {
+                break;
+            }
+            st.full_waiters += 1;
+            st = wait(&shared.space, st);
+            st.full_waiters -= 1;
+        }
+        let index = st.next_index;
+        st.next_index += 1;
+        st.queue.push(record);
+        if st.writer_idle {
+            st.writer_idle = false;
+            shared.work.notify_one();
+        }
+        if self.durability == Durability::Sync {
+            while st.durable <= index {
+                if let Some(e) = &st.failed {
+                    return Err(AuditError::WriterFailed(Arc::clone(e)));
+                }
+                st.durable_waiters += 1;
+                st = wait(&shared.progress, st);
+                st.durable_waiters -= 1;
+            }
+        }
+        Ok(index)
+    }
+
+    /// Waits until every record appended before the call is fsynced and
+    /// covered by a signed tree head; returns that head (`None` for a log
+    /// that has never held a record).
+    ///
+    /// # Errors
+    /// [`AuditError::WriterFailed`] if the writer failed, [`AuditError::Closed`].
+    pub fn flush(&self) -> Result<Option<SignedTreeHead>, AuditError> {
+        let shared = &*self.shared;
+        let mut st = shared.lock();
+        let target = st.next_index;
+        if st.sign_request < target {
+            st.sign_request = target;
+        }
+        loop {
+            if let Some(e) = &st.failed {
+                return Err(AuditError::WriterFailed(Arc::clone(e)));
+            }
+            if st.signed >= target {
+                return Ok(st.latest_sth.clone());
+            }
+            if st.writer_idle {
+                st.writer_idle = false;
+                shared.work.notify_one();
+            }
+            st.durable_waiters += 1;
+            st = wait(&shared.progress, st);
+            st.durable_waiters -= 1;
+        }
+    }
+
+    /// Flushes, signs a final tree head and stops the writer thread.
+    ///
+    /// # Errors
+    /// The writer's failure, if it failed at any point.
+    pub fn close(mut self) -> Result<(), AuditError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), AuditError> {
+        {
+            let mut st = self.shared.lock();
+            st.closing = true;
+            st.writer_idle = false;
+            self.shared.work.notify_one();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let st = self.shared.lock();
+        match &st.failed {
+            Some(e) => Err(AuditError::WriterFailed(Arc::clone(e))),
+            None => Ok(()),
+        }
+    }
+
+    /// The public key that verifies this log's tree heads.
+    #[must_use]
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Number of records appended (queued or durable).
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.shared.lock().next_index
+    }
+
+    /// Whether no record was ever appended.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of records known to be fsynced.
+    #[must_use]
+    pub fn durable_len(&self) -> u64 {
+        self.shared.lock().durable
+    }
+
+    /// The latest signed tree head.
+    #[must_use]
+    pub fn latest_sth(&self) -> Option<SignedTreeHead> {
+        self.shared.lock().latest_sth.clone()
+    }
+
+    /// The data directory this log lives in.
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl<R: Serialize + Send + 'static> Drop for AuditLog<R> {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+/// State owned by the writer thread.
+struct Writer {
+    dir: PathBuf,
+    key: LogKey,
+    bits: u32,
+    frontier: Frontier,
+    /// Records fsynced.
+    durable: u64,
+    /// Leaf hashes of the active segment.
+    seg_leaves: Vec<Hash>,
+    seg_base: u64,
+    seg_file: Option<File>,
+    sth_file: File,
+    signed: u64,
+    latest_sth: Option<SignedTreeHead>,
+    last_sth_at: Instant,
+    sth_every_records: u64,
+    sth_interval: Duration,
+    buf: Vec<u8>,
+    _lock: File,
+}
+
+impl Writer {
+    fn recover(dir: PathBuf, key: LogKey, bits: u32, lock: File, config: &AuditConfig) -> Result<Self, AuditError> {
+        let public = key.public();
+        // Signed tree heads: drop a torn last line, check the latest one.
+        let (lines, torn_sth) = store::read_sth_file(&dir)?;
+        let sth_path = dir.join(STH_FILE);
+        if let Some(offset) = torn_sth {
+            preserve_and_truncate(&sth_path, offset)?;
+        }
+        let mut latest: Option<SignedTreeHead> = None;
+        let mut latest_position = 0;
+        for line in lines {
+            match line.parsed {
+                Ok(sth) => {
+                    latest = Some(sth);
+                    latest_position = line.position;
+                }
+                Err(reason) => {
+                    return Err(AuditError::Integrity(Violation::SthMalformed {
+                        sth_position: line.position,
+                        reason,
+                    }));
+                }
+            }
+        }
+        if let Some(sth) = &latest {
+            sth.verify(&public).map_err(|e| {
+                AuditError::Integrity(match e {
+                    crate::sth::SthError::WrongKey { found, expected } => Violation::SthWrongKey {
+                        sth_position: latest_position,
+                        key_id: found,
+                        expected,
+                    },
+                    _ => Violation::SthBadSignature {
+                        sth_position: latest_position,
+                    },
+                })
+            })?;
+        }
+        let signed = latest.as_ref().map_or(0, |s| s.size);
+
+        let mut snap = Snapshot::load(&dir, bits)?;
+        if let Some(torn) = snap.torn.clone() {
+            if torn.index < signed {
+                return Err(AuditError::Integrity(Violation::RecordCorrupt {
+                    index: torn.index,
+                    segment: torn.segment,
+                    offset: torn.offset,
+                    reason: torn.reason,
+                }));
+            }
+            preserve_and_truncate(&torn.segment, torn.offset)?;
+            snap.torn = None;
+        }
+        if snap.size < signed {
+            return Err(AuditError::Integrity(Violation::Truncated {
+                records: snap.size,
+                sth_position: latest_position,
+                sth_size: signed,
+            }));
+        }
+        if let Some(sth) = &latest {
+            let computed = snap.root_at(sth.size)?;
+            if computed != sth.root {
+                return Err(AuditError::Integrity(Violation::SthRootMismatch {
+                    sth_position: latest_position,
+                    size: sth.size,
+                    signed: sth.root,
+                    computed,
+                    first_suspect: 0,
+                }));
+            }
+        }
+
+        let bits = snap.bits;
+        let seg_len = 1u64 << bits;
+        let mut frontier = Frontier::new();
+        let mut seg_leaves = Vec::new();
+        let mut seg_base = 0;
+        let mut seg_file = None;
+        let nsegs = snap.segments.len();
+        for (i, seg) in snap.segments.iter_mut().enumerate() {
+            let is_last = i + 1 == nsegs;
+            if seg.count == seg_len {
+                if !seg.indexed {
+                    let leaves = seg.leaves.take().unwrap_or_default();
+                    write_index(&dir, bits, seg.base, &leaves)?;
+                }
+                if let Some(root) = seg.root {
+                    frontier.push_subtree(bits, root);
+                }
+                seg_base = seg.base + seg_len;
+            } else if is_last {
+                for l in seg.leaves.take().unwrap_or_default() {
+                    frontier.push(l);
+                    seg_leaves.push(l);
+                }
+                seg_base = seg.base;
+                seg_file = Some(open_append(&segment_path(&dir, seg.base))?);
+            }
+        }
+        let sth_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&sth_path)
+            .map_err(AuditError::io("open", &sth_path))?;
+        let mut writer = Self {
+            dir,
+            key,
+            bits,
+            durable: frontier.size(),
+            frontier,
+            seg_leaves,
+            seg_base,
+            seg_file,
+            sth_file,
+            signed,
+            latest_sth: latest,
+            last_sth_at: Instant::now(),
+            sth_every_records: config.sth_every_records,
+            sth_interval: config.sth_interval,
+            buf: Vec::with_capacity(1 << 16),
+            _lock: lock,
+        };
+        if writer.seg_file.is_none() {
+            writer.seg_file = Some(create_segment(&writer.dir, bits, writer.seg_base)?);
+        }
+        if writer.frontier.size() > writer.signed {
+            writer.sign()?;
+        }
+        Ok(writer)
+    }
+
+    fn run<R: Serialize>(mut self, shared: &Shared<R>) {
+        let mut batch: Vec<R> = Vec::new();
+        loop {
+            let (closing, sign_request) = {
+                let mut st = shared.lock();
+                loop {
+                    if !st.queue.is_empty() || st.closing || st.sign_request > self.signed {
+                        break;
+                    }
+                    let unsigned = self.frontier.size() > self.signed;
+                    if unsigned && self.sth_interval > Duration::ZERO {
+                        let elapsed = self.last_sth_at.elapsed();
+                        if elapsed >= self.sth_interval {
+                            break;
+                        }
+                        st.writer_idle = true;
+                        st = shared
+                            .work
+                            .wait_timeout(st, self.sth_interval - elapsed)
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|e| e.into_inner().0);
+                    } else {
+                        st.writer_idle = true;
+                        st = wait(&shared.work, st);
+                    }
+                }
+                st.writer_idle = false;
+                std::mem::swap(&mut st.queue, &mut batch);
+                if st.full_waiters > 0 {
+                    shared.space.notify_all();
+                }
+                (st.closing, st.sign_request)
+            };
+
+            let mut failure = self.write_batch(&mut batch).err();
+            batch.clear();
+            // Publish durability first, so sync appenders do not wait for
+            // the tree head signature and its fsync.
+            if !self.publish(shared, &mut failure, false) {
+                return;
+            }
+            let size = self.frontier.size();
+            let due_count =
+                self.sth_every_records > 0 && size - self.signed >= self.sth_every_records;
+            let due_time = self.sth_interval > Duration::ZERO
+                && self.last_sth_at.elapsed() >= self.sth_interval;
+            let requested = sign_request > self.signed;
+            if (due_count || due_time || requested || closing) && size > self.signed {
+                failure = self.sign().err();
+            }
+            if !self.publish(shared, &mut failure, closing) {
+                return;
+            }
+        }
+    }
+
+    /// Publishes progress to callers. Returns false when the thread must stop
+    /// (failure, or `closing` and nothing left to do).
+    fn publish<R>(&self, shared: &Shared<R>, failure: &mut Option<AuditError>, closing: bool) -> bool {
+        let mut st = shared.lock();
+        st.durable = self.durable;
+        st.signed = self.signed;
+        st.latest_sth.clone_from(&self.latest_sth);
+        if let Some(e) = failure.take() {
+            st.failed = Some(Arc::new(e));
+        }
+        if st.failed.is_some() {
+            // Everyone blocked must see the failure.
+            shared.space.notify_all();
+            shared.progress.notify_all();
+            return false;
+        }
+        if st.durable_waiters > 0 {
+            shared.progress.notify_all();
+        }
+        !(closing && st.queue.is_empty())
+    }
+
+    /// Serialises, frames and appends a batch, then fsyncs it.
+    fn write_batch<R: Serialize>(&mut self, batch: &mut Vec<R>) -> Result<(), AuditError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let seg_len = 1u64 << self.bits;
+        self.buf.clear();
+        let mut pending_error = None;
+        for record in batch.drain(..) {
+            let index = self.frontier.size();
+            let start = self.buf.len();
+            self.buf.resize(start + FRAME_HEADER_LEN, 0);
+            if let Err(e) = serde_json_canonicalizer::to_writer(&record, &mut self.buf) {
+                self.buf.truncate(start);
+                pending_error = Some(AuditError::Record {
+                    index,
+                    reason: e.to_string(),
+                });
+                break;
+            }
+            let len = self.buf.len() - start - FRAME_HEADER_LEN;
+            if len > MAX_RECORD_LEN {
+                self.buf.truncate(start);
+                pending_error = Some(AuditError::Record {
+                    index,
+                    reason: format!("canonical form is {len} bytes, more than the {MAX_RECORD_LEN} allowed"),
+                });
+                break;
+            }
+            seal_frame(&mut self.buf, start, index);
+            let leaf = leaf_hash(&self.buf[start + FRAME_HEADER_LEN..]);
+            self.frontier.push(leaf);
+            self.seg_leaves.push(leaf);
+            if self.seg_leaves.len() as u64 == seg_len {
+                self.write_out()?;
+                self.seal_segment()?;
+            }
+        }
+        self.write_out()?;
+        match pending_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the buffered frames to the active segment and fsyncs it.
+    fn write_out(&mut self) -> Result<(), AuditError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = segment_path(&self.dir, self.seg_base);
+        let file = self
+            .seg_file
+            .as_mut()
+            .ok_or_else(|| AuditError::io("write", &path)(std::io::Error::other("no open segment")))?;
+        file.write_all(&self.buf).map_err(AuditError::io("write", &path))?;
+        file.sync_data().map_err(AuditError::io("fsync", &path))?;
+        self.buf.clear();
+        self.durable = self.frontier.size();
+        Ok(())
+    }
+
+    /// Writes the index of the full active segment and starts the next one.
+    fn seal_segment(&mut self) -> Result<(), AuditError> {
+        write_index(&self.dir, self.bits, self.seg_base, &self.seg_leaves)?;
+        self.seg_leaves.clear();
+        self.seg_base += 1u64 << self.bits;
+        self.seg_file = None;
+        self.seg_file = Some(create_segment(&self.dir, self.bits, self.seg_base)?);
+        Ok(())
+    }
+
+    /// Signs the current tree and appends the STH (fsynced).
+    fn sign(&mut self) -> Result<(), AuditError> {
+        let size = self.frontier.size();
+        let sth = SignedTreeHead::sign(&self.key, size, self.frontier.root(), now_ms());
+        let mut line = sth.to_canonical_json();
+        line.push(b'\n');
+        let path = self.dir.join(STH_FILE);
+        self.sth_file
+            .write_all(&line)
+            .map_err(AuditError::io("write", &path))?;
+        self.sth_file
+            .sync_data()
+            .map_err(AuditError::io("fsync", &path))?;
+        self.signed = size;
+        self.latest_sth = Some(sth);
+        self.last_sth_at = Instant::now();
+        Ok(())
+    }
+}
+
+/// Copies the bytes from `offset` to the end into `<path>.torn-<ms>` (for
+/// forensics), then truncates the file at `offset` and fsyncs it.
+fn preserve_and_truncate(path: &Path, offset: u64) -> Result<(), AuditError> {
+    let data = fs::read(path).map_err(AuditError::io("read", path))?;
+    let start = usize::try_from(offset).unwrap_or(data.len()).min(data.len());
+    let tail = &data[start..];
+    if !tail.is_empty() {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".torn-{}", now_ms()));
+        let aside = PathBuf::from(aside);
+        fs::write(&aside, tail).map_err(AuditError::io("write", &aside))?;
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(AuditError::io("open", path))?;
+    f.set_len(offset).map_err(AuditError::io("truncate", path))?;
+    f.sync_all().map_err(AuditError::io("fsync", path))?;
+    if let Some(parent) = path.parent() {
+        crate::keys::sync_dir(parent)?;
+    }
+    Ok(())
+}
