@@ -75,7 +75,10 @@ pub enum AuditError {
 }
 
 impl AuditError {
-    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io {
             context,
@@ -189,7 +192,9 @@ pub enum Violation {
         sth_position: u64,
     },
     /// STH sizes went backwards.
-    #[error("signed tree head {sth_position} has size {size}, smaller than the previous {previous}")]
+    #[error(
+        "signed tree head {sth_position} has size {size}, smaller than the previous {previous}"
+    )]
     SthSizeDecreased {
         /// Line in `sth.jsonl`.
         sth_position: u64,

@@ -90,8 +90,7 @@ impl PublicKey {
         if !trimmed.starts_with('{') {
             return Self::from_hex(trimmed).map_err(bad);
         }
-        let file: PublicKeyFile =
-            serde_json::from_str(trimmed).map_err(|e| bad(e.to_string()))?;
+        let file: PublicKeyFile = serde_json::from_str(trimmed).map_err(|e| bad(e.to_string()))?;
         if file.algorithm != "Ed25519" {
             return Err(bad(format!("unsupported algorithm {:?}", file.algorithm)));
         }

@@ -15,6 +15,7 @@
 //! The user documentation, including the byte layout on disk, is
 //! `docs/audit.md`.
 
+mod canonical;
 mod error;
 mod keys;
 mod log;
@@ -23,12 +24,16 @@ mod read;
 mod sth;
 mod store;
 
+pub use canonical::{CanonicalJsonError, to_canonical_json};
 pub use error::{AuditError, Violation};
 pub use keys::{KEY_FILE, PUBLIC_KEY_FILE, PublicKey};
 pub use log::{AuditConfig, AuditLog, Durability};
-pub use merkle::{ConsistencyProof, Hash, InclusionProof, ProofError, verify_consistency, verify_inclusion};
+pub use merkle::{
+    ConsistencyProof, Hash, InclusionProof, ProofError, verify_consistency, verify_inclusion,
+};
 pub use read::{
-    ConsistencyBundle, ExportFormat, ExportOptions, InclusionBundle, LogReader, Records, StoredRecord, VerifyOptions,
-    VerifyReport, count, export, prove_consistency, prove_inclusion, records, tail, verify,
+    ConsistencyBundle, ExportFormat, ExportOptions, InclusionBundle, LogReader, Records,
+    StoredRecord, VerifyOptions, VerifyReport, count, export, prove_consistency, prove_inclusion,
+    records, tail, verify,
 };
 pub use sth::{SignedTreeHead, SthError};

@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::canonical::Canonicalizer;
 use crate::error::{AuditError, Violation};
 use crate::keys::{LogKey, PublicKey};
 use crate::merkle::{Frontier, Hash, leaf_hash};
-use crate::store::{
-    self, AUDIT_DIR, FRAME_HEADER_LEN, LOCK_FILE, MAX_RECORD_LEN, STH_FILE, Snapshot, create_segment,
-    open_append, segment_path, seal_frame, write_index,
-};
 use crate::sth::{SignedTreeHead, now_ms};
+use crate::store::{
+    self, AUDIT_DIR, FRAME_HEADER_LEN, LOCK_FILE, MAX_RECORD_LEN, STH_FILE, Snapshot,
+    create_segment, open_append, seal_frame, segment_path, write_index,
+};
 
 /// When `append` returns relative to the record reaching the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -97,7 +98,9 @@ impl<R> Shared<R> {
     fn lock(&self) -> MutexGuard<'_, State<R>> {
         // A poisoned lock means a thread panicked while holding it; the state
         // is still consistent (all updates are single assignments), so go on.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -202,7 +205,23 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("warden-audit-writer".into())
-            .spawn(move || writer.run(&thread_shared))
+            .spawn(move || {
+                let dir = writer.dir.clone();
+                let run = std::panic::AssertUnwindSafe(|| writer.run(&thread_shared));
+                if std::panic::catch_unwind(run).is_err() {
+                    // Never leave callers waiting on a dead writer.
+                    let mut st = thread_shared.lock();
+                    st.failed.get_or_insert_with(|| {
+                        Arc::new(AuditError::Io {
+                            context: "audit writer thread panicked writing",
+                            path: dir,
+                            source: std::io::Error::other("writer thread panicked"),
+                        })
+                    });
+                    thread_shared.space.notify_all();
+                    thread_shared.progress.notify_all();
+                }
+            })
             .map_err(AuditError::io("spawn writer thread", data_dir))?;
         Ok(Self {
             shared,
@@ -378,11 +397,18 @@ struct Writer {
     sth_every_records: u64,
     sth_interval: Duration,
     buf: Vec<u8>,
+    canon: Canonicalizer,
     _lock: File,
 }
 
 impl Writer {
-    fn recover(dir: PathBuf, key: LogKey, bits: u32, lock: File, config: &AuditConfig) -> Result<Self, AuditError> {
+    fn recover(
+        dir: PathBuf,
+        key: LogKey,
+        bits: u32,
+        lock: File,
+        config: &AuditConfig,
+    ) -> Result<Self, AuditError> {
         let public = key.public();
         // Signed tree heads: drop a torn last line, check the latest one.
         let (lines, torn_sth) = store::read_sth_file(&dir)?;
@@ -503,6 +529,7 @@ impl Writer {
             sth_every_records: config.sth_every_records,
             sth_interval: config.sth_interval,
             buf: Vec::with_capacity(1 << 16),
+            canon: Canonicalizer::new(),
             _lock: lock,
         };
         if writer.seg_file.is_none() {
@@ -572,7 +599,12 @@ impl Writer {
 
     /// Publishes progress to callers. Returns false when the thread must stop
     /// (failure, or `closing` and nothing left to do).
-    fn publish<R>(&self, shared: &Shared<R>, failure: &mut Option<AuditError>, closing: bool) -> bool {
+    fn publish<R>(
+        &self,
+        shared: &Shared<R>,
+        failure: &mut Option<AuditError>,
+        closing: bool,
+    ) -> bool {
         let mut st = shared.lock();
         st.durable = self.durable;
         st.signed = self.signed;
@@ -604,12 +636,9 @@ impl Writer {
             let index = self.frontier.size();
             let start = self.buf.len();
             self.buf.resize(start + FRAME_HEADER_LEN, 0);
-            if let Err(e) = serde_json_canonicalizer::to_writer(&record, &mut self.buf) {
+            if let Err(reason) = self.canon.write(&record, &mut self.buf) {
                 self.buf.truncate(start);
-                pending_error = Some(AuditError::Record {
-                    index,
-                    reason: e.to_string(),
-                });
+                pending_error = Some(AuditError::Record { index, reason });
                 break;
             }
             let len = self.buf.len() - start - FRAME_HEADER_LEN;
@@ -617,7 +646,9 @@ impl Writer {
                 self.buf.truncate(start);
                 pending_error = Some(AuditError::Record {
                     index,
-                    reason: format!("canonical form is {len} bytes, more than the {MAX_RECORD_LEN} allowed"),
+                    reason: format!(
+                        "canonical form is {len} bytes, more than the {MAX_RECORD_LEN} allowed"
+                    ),
                 });
                 break;
             }
@@ -643,11 +674,11 @@ impl Writer {
             return Ok(());
         }
         let path = segment_path(&self.dir, self.seg_base);
-        let file = self
-            .seg_file
-            .as_mut()
-            .ok_or_else(|| AuditError::io("write", &path)(std::io::Error::other("no open segment")))?;
-        file.write_all(&self.buf).map_err(AuditError::io("write", &path))?;
+        let file = self.seg_file.as_mut().ok_or_else(|| {
+            AuditError::io("write", &path)(std::io::Error::other("no open segment"))
+        })?;
+        file.write_all(&self.buf)
+            .map_err(AuditError::io("write", &path))?;
         file.sync_data().map_err(AuditError::io("fsync", &path))?;
         self.buf.clear();
         self.durable = self.frontier.size();
@@ -688,7 +719,9 @@ impl Writer {
 /// forensics), then truncates the file at `offset` and fsyncs it.
 fn preserve_and_truncate(path: &Path, offset: u64) -> Result<(), AuditError> {
     let data = fs::read(path).map_err(AuditError::io("read", path))?;
-    let start = usize::try_from(offset).unwrap_or(data.len()).min(data.len());
+    let start = usize::try_from(offset)
+        .unwrap_or(data.len())
+        .min(data.len());
     let tail = &data[start..];
     if !tail.is_empty() {
         let mut aside = path.as_os_str().to_owned();
@@ -700,7 +733,8 @@ fn preserve_and_truncate(path: &Path, offset: u64) -> Result<(), AuditError> {
         .write(true)
         .open(path)
         .map_err(AuditError::io("open", path))?;
-    f.set_len(offset).map_err(AuditError::io("truncate", path))?;
+    f.set_len(offset)
+        .map_err(AuditError::io("truncate", path))?;
     f.sync_all().map_err(AuditError::io("fsync", path))?;
     if let Some(parent) = path.parent() {
         crate::keys::sync_dir(parent)?;

@@ -13,11 +13,11 @@ use crate::merkle::{
     ConsistencyProof, Frontier, Hash, InclusionProof, build_consistency, build_inclusion,
     leaf_hash, root_from_leaves,
 };
+use crate::sth::{SignedTreeHead, SthError};
 use crate::store::{
     self, AUDIT_DIR, FrameScanner, Scan, Snapshot, index_path, list_segments, read_index_leaves,
     segment_path,
 };
-use crate::sth::{SignedTreeHead, SthError};
 
 /// Options for [`verify`].
 #[derive(Clone, Debug, Default)]
@@ -68,7 +68,10 @@ fn sth_violation(position: u64, err: SthError) -> Violation {
 /// Reads and checks every STH: well-formed, signed by `key`, sizes never
 /// decreasing. Returns `(position, sth)` pairs and whether the file ends in a
 /// torn line.
-fn checked_sths(dir: &Path, key: &PublicKey) -> Result<(Vec<(u64, SignedTreeHead)>, bool), AuditError> {
+fn checked_sths(
+    dir: &Path,
+    key: &PublicKey,
+) -> Result<(Vec<(u64, SignedTreeHead)>, bool), AuditError> {
     let (lines, torn) = store::read_sth_file(dir)?;
     let mut out: Vec<(u64, SignedTreeHead)> = Vec::with_capacity(lines.len());
     for line in lines {
@@ -161,10 +164,14 @@ pub fn verify(data_dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
         if i == 0 {
             bits = seg_bits;
         } else if seg_bits != bits {
-            return Err(invalid(format!("segment size 2^{seg_bits} differs from 2^{bits}")));
+            return Err(invalid(format!(
+                "segment size 2^{seg_bits} differs from 2^{bits}"
+            )));
         }
         if header_base != base {
-            return Err(invalid(format!("header says it starts at record {header_base}")));
+            return Err(invalid(format!(
+                "header says it starts at record {header_base}"
+            )));
         }
         let seg_len = 1u64 << bits;
         if base != frontier.size() {
@@ -235,7 +242,11 @@ pub fn verify(data_dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
                         torn_tail = Some(format!(
                             "{} at byte {offset} (record {index}): {reason}{}",
                             path.display(),
-                            if incomplete { "" } else { " (damaged last frame)" }
+                            if incomplete {
+                                ""
+                            } else {
+                                " (damaged last frame)"
+                            }
                         ));
                         break;
                     }
@@ -263,7 +274,10 @@ pub fn verify(data_dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, 
         .into());
     }
     if torn_sth && torn_tail.is_none() {
-        torn_tail = Some(format!("{} ends with a partial line", dir.join(store::STH_FILE).display()));
+        torn_tail = Some(format!(
+            "{} ends with a partial line",
+            dir.join(store::STH_FILE).display()
+        ));
     }
     let records = frontier.size();
     let latest_sth = sths.last().map(|(_, s)| s.clone());
@@ -594,7 +608,9 @@ impl LogReader {
     /// [`AuditError::Integrity`] when the data does not match the STH.
     pub fn prove_inclusion(&mut self, index: u64) -> Result<InclusionBundle, AuditError> {
         let Some(sth) = self.latest_sth()? else {
-            return Err(AuditError::OutOfRange("the log has no signed tree head yet".into()));
+            return Err(AuditError::OutOfRange(
+                "the log has no signed tree head yet".into(),
+            ));
         };
         if index >= sth.size {
             return Err(AuditError::OutOfRange(format!(
@@ -787,7 +803,11 @@ impl Default for ExportOptions {
 ///
 /// # Errors
 /// I/O errors on either side, damaged records.
-pub fn export(data_dir: &Path, options: &ExportOptions, out: &mut dyn Write) -> Result<u64, AuditError> {
+pub fn export(
+    data_dir: &Path,
+    options: &ExportOptions,
+    out: &mut dyn Write,
+) -> Result<u64, AuditError> {
     let source = match &options.source {
         Some(s) => s.clone(),
         None => match PublicKey::load(data_dir) {
@@ -903,7 +923,13 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(rfc3339_from_unix_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_from_unix_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_from_unix_ms(1_777_000_000_000), "2026-04-24T03:06:40.000Z");
+        assert_eq!(
+            rfc3339_from_unix_ms(951_782_400_123),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339_from_unix_ms(1_777_000_000_000),
+            "2026-04-24T03:06:40.000Z"
+        );
     }
 }

@@ -73,7 +73,8 @@ impl SignedTreeHead {
             });
         }
         let mut sig = [0u8; 64];
-        hex::decode_to_slice(&self.signature, &mut sig).map_err(|_| SthError::MalformedSignature)?;
+        hex::decode_to_slice(&self.signature, &mut sig)
+            .map_err(|_| SthError::MalformedSignature)?;
         if key.verify(&self.signed_message(), &sig) {
             Ok(())
         } else {

@@ -130,10 +130,7 @@ impl FrameScanner {
     /// Opens a segment, checks its header and returns `(scanner, bits, base)`.
     pub(crate) fn open(path: &Path) -> Result<(Self, u32, u64), AuditError> {
         let file = File::open(path).map_err(AuditError::io("open", path))?;
-        let end = file
-            .metadata()
-            .map_err(AuditError::io("stat", path))?
-            .len();
+        let end = file.metadata().map_err(AuditError::io("stat", path))?.len();
         let mut reader = BufReader::with_capacity(1 << 16, file);
         let mut header = [0u8; SEG_HEADER_LEN as usize];
         let invalid = |reason: String| {
@@ -236,9 +233,15 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>, AuditError> {
 
 /// Writes a sealed segment index atomically (temp file, fsync, rename,
 /// directory fsync). Returns the segment root.
-pub(crate) fn write_index(dir: &Path, bits: u32, base: u64, leaves: &[Hash]) -> Result<Hash, AuditError> {
+pub(crate) fn write_index(
+    dir: &Path,
+    bits: u32,
+    base: u64,
+    leaves: &[Hash],
+) -> Result<Hash, AuditError> {
     let root = root_from_leaves(leaves);
-    let mut out = Vec::with_capacity(IDX_HEADER_LEN as usize + leaves.len() * 32 + IDX_TRAILER_LEN as usize);
+    let mut out =
+        Vec::with_capacity(IDX_HEADER_LEN as usize + leaves.len() * 32 + IDX_TRAILER_LEN as usize);
     out.extend_from_slice(IDX_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.push(u8::try_from(bits).unwrap_or(0));
@@ -296,7 +299,11 @@ fn check_index_header(path: &Path, header: &[u8], bits: u32, base: u64) -> Resul
 
 /// Reads just the root of a sealed segment index (`None` if the file does not
 /// exist).
-pub(crate) fn read_index_root(dir: &Path, bits: u32, base: u64) -> Result<Option<Hash>, AuditError> {
+pub(crate) fn read_index_root(
+    dir: &Path,
+    bits: u32,
+    base: u64,
+) -> Result<Option<Hash>, AuditError> {
     let path = index_path(dir, base);
     let mut f = match File::open(&path) {
         Ok(f) => f,
@@ -314,12 +321,14 @@ pub(crate) fn read_index_root(dir: &Path, bits: u32, base: u64) -> Result<Option
         return Err(corrupt("wrong length"));
     }
     let mut header = [0u8; IDX_HEADER_LEN as usize];
-    f.read_exact(&mut header).map_err(AuditError::io("read", &path))?;
+    f.read_exact(&mut header)
+        .map_err(AuditError::io("read", &path))?;
     check_index_header(&path, &header, bits, base)?;
     f.seek(SeekFrom::Start(len - IDX_TRAILER_LEN))
         .map_err(AuditError::io("seek", &path))?;
     let mut trailer = [0u8; IDX_TRAILER_LEN as usize];
-    f.read_exact(&mut trailer).map_err(AuditError::io("read", &path))?;
+    f.read_exact(&mut trailer)
+        .map_err(AuditError::io("read", &path))?;
     let mut root = Hash::default();
     root.0.copy_from_slice(&trailer[..32]);
     let crc_leaves = le_u32(&trailer[32..36]);
@@ -330,7 +339,11 @@ pub(crate) fn read_index_root(dir: &Path, bits: u32, base: u64) -> Result<Option
 }
 
 /// Reads all leaf hashes of a sealed segment index and checks its checksums.
-pub(crate) fn read_index_leaves(dir: &Path, bits: u32, base: u64) -> Result<(Vec<Hash>, Hash), AuditError> {
+pub(crate) fn read_index_leaves(
+    dir: &Path,
+    bits: u32,
+    base: u64,
+) -> Result<(Vec<Hash>, Hash), AuditError> {
     let path = index_path(dir, base);
     let data = fs::read(&path).map_err(AuditError::io("read", &path))?;
     let corrupt = |reason: &str| {
@@ -460,11 +473,16 @@ impl Snapshot {
             if i == 0 {
                 snap.bits = bits;
             } else if bits != snap.bits {
-                return Err(invalid(format!("segment size 2^{bits} differs from 2^{}", snap.bits)));
+                return Err(invalid(format!(
+                    "segment size 2^{bits} differs from 2^{}",
+                    snap.bits
+                )));
             }
             let seg_len = 1u64 << bits;
             if header_base != base {
-                return Err(invalid(format!("header says it starts at record {header_base}")));
+                return Err(invalid(format!(
+                    "header says it starts at record {header_base}"
+                )));
             }
             let expected_base = (i as u64) << bits;
             if base != expected_base {
@@ -530,10 +548,7 @@ impl Snapshot {
                 }
             }
             if is_last {
-                snap.last_valid_len = snap
-                    .torn
-                    .as_ref()
-                    .map_or(scanner.position(), |t| t.offset);
+                snap.last_valid_len = snap.torn.as_ref().map_or(scanner.position(), |t| t.offset);
             }
             let n = leaves.len() as u64;
             if !is_last && n != seg_len {
@@ -632,7 +647,7 @@ impl SubtreeSource for Snapshot {
             return self.leaf(start);
         }
         let seg_len = self.seg_len();
-        if n.is_power_of_two() && n >= seg_len && start % n == 0 {
+        if n.is_power_of_two() && n >= seg_len && start.is_multiple_of(n) {
             let first = usize::try_from(start >> self.bits).unwrap_or(usize::MAX);
             let count = usize::try_from(n >> self.bits).unwrap_or(usize::MAX);
             return self.segments_root(first, count);

@@ -9,8 +9,9 @@ use common::{Rec, build_log, config, rec};
 use serde::Serialize;
 use warden_audit::merkle::{consistency_proof, inclusion_proof, leaf_hash, root_from_leaves};
 use warden_audit::{
-    AuditConfig, AuditError, AuditLog, Durability, ExportFormat, ExportOptions, LogReader, PublicKey, VerifyOptions,
-    export, prove_consistency, prove_inclusion, records, tail, verify, verify_consistency,
+    AuditConfig, AuditError, AuditLog, Durability, ExportFormat, ExportOptions, LogReader,
+    PublicKey, VerifyOptions, export, prove_consistency, prove_inclusion, records, tail, verify,
+    verify_consistency,
 };
 
 #[test]
@@ -18,7 +19,11 @@ fn append_flush_verify_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(dir.path(), config(Durability::Sync, 16)).unwrap();
     assert!(log.is_empty());
-    assert_eq!(log.flush().unwrap(), None, "an empty log has nothing to sign");
+    assert_eq!(
+        log.flush().unwrap(),
+        None,
+        "an empty log has nothing to sign"
+    );
     for i in 0..100 {
         assert_eq!(log.append(rec(i)).unwrap(), i);
     }
@@ -36,17 +41,36 @@ fn append_flush_verify_round_trip() {
     assert_eq!(report.latest_sth.as_ref(), Some(&sth));
 
     // Records are stored as RFC 8785 canonical JSON, and leaves hash them.
-    let stored: Vec<_> = records(dir.path(), 0).unwrap().map(Result::unwrap).collect();
+    let stored: Vec<_> = records(dir.path(), 0)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(stored.len(), 100);
     let mut leaves = Vec::new();
     for (i, r) in stored.iter().enumerate() {
         assert_eq!(r.index, i as u64);
-        assert_eq!(r.bytes, serde_json_canonicalizer::to_vec(&rec(i as u64)).unwrap());
+        assert_eq!(
+            r.bytes,
+            serde_json_canonicalizer::to_vec(&rec(i as u64)).unwrap()
+        );
         assert_eq!(r.leaf_hash, leaf_hash(&r.bytes));
         leaves.push(r.leaf_hash);
     }
     assert_eq!(root_from_leaves(&leaves), sth.root);
-    assert!(stored[3].as_str().starts_with(r#"{"agent":"agent-3","n":3,"#));
+    assert!(
+        stored[3]
+            .as_str()
+            .starts_with(r#"{"agent":"agent-3","n":3,"#)
+    );
+
+    let b = prove_inclusion(dir.path(), 42).unwrap();
+    assert_eq!(b.record["n"], 42);
+    b.proof.verify(&leaves[42], &sth.root).unwrap();
+    let c = prove_consistency(dir.path(), 10, None).unwrap();
+    assert_eq!(c.new_root, sth.root);
+    c.proof
+        .verify(&root_from_leaves(&leaves[..10]), &sth.root)
+        .unwrap();
 }
 
 #[test]
@@ -72,7 +96,13 @@ fn segments_rotate_and_seal() {
     assert_eq!(segs.len(), 13);
     let idx = std::fs::read_dir(common::audit_dir(dir.path()))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "idx"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "idx")
+        })
         .count();
     assert_eq!(idx, 12, "every full segment is sealed with an index");
     let report = verify(dir.path(), &VerifyOptions::default()).unwrap();
@@ -85,8 +115,17 @@ fn segments_rotate_and_seal() {
         log.append(rec(i)).unwrap();
     }
     log.close().unwrap();
-    assert_eq!(common::segments(dir.path()).len(), 16, "a full segment is followed by a fresh one");
-    assert_eq!(verify(dir.path(), &VerifyOptions::default()).unwrap().records, 120);
+    assert_eq!(
+        common::segments(dir.path()).len(),
+        16,
+        "a full segment is followed by a fresh one"
+    );
+    assert_eq!(
+        verify(dir.path(), &VerifyOptions::default())
+            .unwrap()
+            .records,
+        120
+    );
 }
 
 /// Inclusion and consistency proofs served from the store, for every size
@@ -101,7 +140,9 @@ fn store_proofs_for_all_sizes_up_to_64() {
     let key = log.public_key();
     for n in 1..=64u64 {
         log.append(rec(n - 1)).unwrap();
-        leaves.push(leaf_hash(&serde_json_canonicalizer::to_vec(&rec(n - 1)).unwrap()));
+        leaves.push(leaf_hash(
+            &serde_json_canonicalizer::to_vec(&rec(n - 1)).unwrap(),
+        ));
         let sth = log.flush().unwrap().unwrap();
         assert_eq!(sth.size, n);
         assert_eq!(sth.root, root_from_leaves(&leaves));
@@ -112,11 +153,17 @@ fn store_proofs_for_all_sizes_up_to_64() {
             let bundle = reader.prove_inclusion(i).unwrap();
             assert_eq!(bundle.sth, sth);
             assert_eq!(bundle.leaf_hash, leaves[i as usize]);
-            assert_eq!(bundle.proof.audit_path, inclusion_proof(&leaves, i).unwrap());
+            assert_eq!(
+                bundle.proof.audit_path,
+                inclusion_proof(&leaves, i).unwrap()
+            );
             bundle.proof.verify(&bundle.leaf_hash, &sth.root).unwrap();
             assert_eq!(bundle.record["n"], i);
         }
-        assert!(matches!(reader.prove_inclusion(n), Err(AuditError::OutOfRange(_))));
+        assert!(matches!(
+            reader.prove_inclusion(n),
+            Err(AuditError::OutOfRange(_))
+        ));
     }
     log.close().unwrap();
     let mut reader = LogReader::open(dir.path()).unwrap();
@@ -131,7 +178,14 @@ fn store_proofs_for_all_sizes_up_to_64() {
             assert_eq!(b.proof.path, expected, "{old} -> {new}");
             assert_eq!(b.new_root, roots[new as usize]);
             assert_eq!(b.old_root, roots[old as usize]);
-            verify_consistency(old, new, &roots[old as usize], &roots[new as usize], &b.proof.path).unwrap();
+            verify_consistency(
+                old,
+                new,
+                &roots[old as usize],
+                &roots[new as usize],
+                &b.proof.path,
+            )
+            .unwrap();
             if old > 0 {
                 assert_eq!(b.old_sth.as_ref().unwrap().size, old);
             }
@@ -150,7 +204,10 @@ fn store_proofs_for_all_sizes_up_to_64() {
 fn store_proofs_in_a_larger_log() {
     let dir = tempfile::tempdir().unwrap();
     build_log(dir.path(), 5_000, 6, 0);
-    let all: Vec<_> = records(dir.path(), 0).unwrap().map(|r| r.unwrap().leaf_hash).collect();
+    let all: Vec<_> = records(dir.path(), 0)
+        .unwrap()
+        .map(|r| r.unwrap().leaf_hash)
+        .collect();
     assert_eq!(all.len(), 5_000);
     let root = root_from_leaves(&all);
     let mut reader = LogReader::open(dir.path()).unwrap();
@@ -176,7 +233,10 @@ fn tail_and_export() {
     let dir = tempfile::tempdir().unwrap();
     build_log(dir.path(), 20, 3, 0);
     let last = tail(dir.path(), 5).unwrap();
-    assert_eq!(last.iter().map(|r| r.index).collect::<Vec<_>>(), vec![15, 16, 17, 18, 19]);
+    assert_eq!(
+        last.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![15, 16, 17, 18, 19]
+    );
     assert_eq!(tail(dir.path(), 100).unwrap().len(), 20);
     assert_eq!(warden_audit::count(dir.path()).unwrap(), 20);
 
@@ -241,7 +301,10 @@ fn key_files_and_permissions() {
 
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = AuditLog::<Rec>::open(dir.path(), AuditConfig::default()).unwrap_err();
-    assert!(matches!(err, AuditError::KeyPermissions { mode: 0o644, .. }), "{err}");
+    assert!(
+        matches!(err, AuditError::KeyPermissions { mode: 0o644, .. }),
+        "{err}"
+    );
     std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // A replaced audit.pub is refused.
@@ -284,14 +347,25 @@ fn writer_failure_surfaces_in_batched_mode() {
     log.append(MaybeBad::Good(1)).unwrap();
     log.append(MaybeBad::Bad).unwrap();
     let err = log.flush().unwrap_err();
-    assert!(matches!(&err, AuditError::WriterFailed(inner) if matches!(**inner, AuditError::Record { index: 1, .. })), "{err}");
-    assert!(matches!(log.append(MaybeBad::Good(2)), Err(AuditError::WriterFailed(_))));
+    assert!(
+        matches!(&err, AuditError::WriterFailed(inner) if matches!(**inner, AuditError::Record { index: 1, .. })),
+        "{err}"
+    );
+    assert!(matches!(
+        log.append(MaybeBad::Good(2)),
+        Err(AuditError::WriterFailed(_))
+    ));
     assert!(log.close().is_err());
     // The good record before it is durable and the log reopens cleanly.
     let log = AuditLog::<MaybeBad>::open(dir.path(), config(Durability::Sync, 16)).unwrap();
     assert_eq!(log.len(), 1);
     log.close().unwrap();
-    assert_eq!(verify(dir.path(), &VerifyOptions::default()).unwrap().records, 1);
+    assert_eq!(
+        verify(dir.path(), &VerifyOptions::default())
+            .unwrap()
+            .records,
+        1
+    );
 }
 
 #[test]
@@ -299,7 +373,10 @@ fn writer_failure_surfaces_in_sync_mode() {
     let dir = tempfile::tempdir().unwrap();
     let log = AuditLog::open(dir.path(), config(Durability::Sync, 16)).unwrap();
     assert_eq!(log.append(MaybeBad::Good(1)).unwrap(), 0);
-    assert!(matches!(log.append(MaybeBad::Bad), Err(AuditError::WriterFailed(_))));
+    assert!(matches!(
+        log.append(MaybeBad::Bad),
+        Err(AuditError::WriterFailed(_))
+    ));
     assert!(matches!(log.flush(), Err(AuditError::WriterFailed(_))));
 }
 
@@ -318,11 +395,19 @@ fn sth_cadence_by_count_and_by_time() {
     }
     let sizes: Vec<u64> = common::sth_lines(dir.path())
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["size"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["size"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(sizes, vec![10, 20, 30]);
     log.close().unwrap();
-    assert_eq!(common::sth_lines(dir.path()).len(), 4, "close signs the rest");
+    assert_eq!(
+        common::sth_lines(dir.path()).len(),
+        4,
+        "close signs the rest"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = AuditConfig {
@@ -364,5 +449,10 @@ fn back_pressure_with_a_tiny_queue() {
     }
     let log = std::sync::Arc::into_inner(log).unwrap();
     log.close().unwrap();
-    assert_eq!(verify(dir.path(), &VerifyOptions::default()).unwrap().records, 1000);
+    assert_eq!(
+        verify(dir.path(), &VerifyOptions::default())
+            .unwrap()
+            .records,
+        1000
+    );
 }

@@ -9,7 +9,8 @@
 
 use proptest::prelude::*;
 use warden_audit::merkle::{
-    Frontier, Hash, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root_from_leaves,
+    Frontier, Hash, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash,
+    root_from_leaves,
 };
 use warden_audit::{ProofError, verify_consistency, verify_inclusion};
 
@@ -61,9 +62,21 @@ const LEVEL2: [&str; 2] = [
 /// (index, size, proof)
 const INCLUSION: &[(u64, u64, &[&str])] = &[
     (0, 1, &[]),
-    (0, 2, &["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"]),
-    (1, 2, &["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"]),
-    (2, 3, &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
+    (
+        0,
+        2,
+        &["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"],
+    ),
+    (
+        1,
+        2,
+        &["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"],
+    ),
+    (
+        2,
+        3,
+        &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
+    ),
     (
         1,
         5,
@@ -174,7 +187,12 @@ fn roots_for_every_size() {
     let mut frontier = Frontier::new();
     for (i, want) in ROOTS.iter().enumerate() {
         frontier.push(leaves[i]);
-        assert_eq!(root_from_leaves(&leaves[..=i]), h(want), "recursive, size {}", i + 1);
+        assert_eq!(
+            root_from_leaves(&leaves[..=i]),
+            h(want),
+            "recursive, size {}",
+            i + 1
+        );
         assert_eq!(frontier.root(), h(want), "frontier, size {}", i + 1);
     }
 }
@@ -211,24 +229,94 @@ fn inclusion_rejects_corruptions() {
         let root = h(ROOTS[size as usize - 1]);
         let leaf = leaves[index as usize];
         let mut probes: Vec<(u64, u64, Hash, Hash, Vec<Hash>, String)> = vec![
-            (index.wrapping_sub(1), size, root, leaf, proof.clone(), "index - 1".into()),
-            (index + 1, size, root, leaf, proof.clone(), "index + 1".into()),
-            (index ^ 2, size, root, leaf, proof.clone(), "index ^ 2".into()),
-            (index, size * 2, root, leaf, proof.clone(), "size * 2".into()),
-            (index, size / 2, root, leaf, proof.clone(), "size / 2".into()),
+            (
+                index.wrapping_sub(1),
+                size,
+                root,
+                leaf,
+                proof.clone(),
+                "index - 1".into(),
+            ),
+            (
+                index + 1,
+                size,
+                root,
+                leaf,
+                proof.clone(),
+                "index + 1".into(),
+            ),
+            (
+                index ^ 2,
+                size,
+                root,
+                leaf,
+                proof.clone(),
+                "index ^ 2".into(),
+            ),
+            (
+                index,
+                size * 2,
+                root,
+                leaf,
+                proof.clone(),
+                "size * 2".into(),
+            ),
+            (
+                index,
+                size / 2,
+                root,
+                leaf,
+                proof.clone(),
+                "size / 2".into(),
+            ),
             (index, size, root, some, proof.clone(), "wrong leaf".into()),
-            (index, size, empty_root(), leaf, proof.clone(), "empty root".into()),
+            (
+                index,
+                size,
+                empty_root(),
+                leaf,
+                proof.clone(),
+                "empty root".into(),
+            ),
             (index, size, some, leaf, proof.clone(), "random root".into()),
-            (index, size, root, leaf, [proof.clone(), vec![root]].concat(), "trailing root".into()),
-            (index, size, root, leaf, [vec![root], proof.clone()].concat(), "preceding root".into()),
+            (
+                index,
+                size,
+                root,
+                leaf,
+                [proof.clone(), vec![root]].concat(),
+                "trailing root".into(),
+            ),
+            (
+                index,
+                size,
+                root,
+                leaf,
+                [vec![root], proof.clone()].concat(),
+                "preceding root".into(),
+            ),
         ];
         for i in 0..proof.len() {
             let mut p = proof.clone();
             p[i].0[0] ^= 8;
-            probes.push((index, size, root, leaf, p, format!("flipped bit in proof[{i}]")));
+            probes.push((
+                index,
+                size,
+                root,
+                leaf,
+                p,
+                format!("flipped bit in proof[{i}]"),
+            ));
         }
         if !proof.is_empty() {
-            probes.push((index, size, root, leaf, proof[..proof.len() - 1].to_vec(), "removed node".into()));
+            probes.push((
+                index,
+                size,
+                root,
+                leaf,
+                proof[..proof.len() - 1].to_vec(),
+                "removed node".into(),
+            ));
         }
         if proof.len() > 1 {
             let mut p = vec![proof[0], some];
@@ -265,12 +353,54 @@ fn consistency_rejects_corruptions() {
             (old, new, r1, wrong, proof.clone(), "wrong root2".into()),
             (old, new, r2, r1, proof.clone(), "swapped roots".into()),
             (old, new, r1, r2, vec![], "empty proof".into()),
-            (old, new, r1, r2, [proof.clone(), vec![r1]].concat(), "trailing root1".into()),
-            (old, new, r1, r2, [proof.clone(), vec![r2]].concat(), "trailing root2".into()),
-            (old, new, r1, r2, [vec![r1], proof.clone()].concat(), "preceding root1".into()),
-            (old, new, r1, r2, [vec![r2], proof.clone()].concat(), "preceding root2".into()),
-            (old, new, r1, r2, [vec![proof[0]], proof.clone()].concat(), "preceding proof[0]".into()),
-            (old, new, r1, r2, proof[..proof.len() - 1].to_vec(), "truncated".into()),
+            (
+                old,
+                new,
+                r1,
+                r2,
+                [proof.clone(), vec![r1]].concat(),
+                "trailing root1".into(),
+            ),
+            (
+                old,
+                new,
+                r1,
+                r2,
+                [proof.clone(), vec![r2]].concat(),
+                "trailing root2".into(),
+            ),
+            (
+                old,
+                new,
+                r1,
+                r2,
+                [vec![r1], proof.clone()].concat(),
+                "preceding root1".into(),
+            ),
+            (
+                old,
+                new,
+                r1,
+                r2,
+                [vec![r2], proof.clone()].concat(),
+                "preceding root2".into(),
+            ),
+            (
+                old,
+                new,
+                r1,
+                r2,
+                [vec![proof[0]], proof.clone()].concat(),
+                "preceding proof[0]".into(),
+            ),
+            (
+                old,
+                new,
+                r1,
+                r2,
+                proof[..proof.len() - 1].to_vec(),
+                "truncated".into(),
+            ),
         ];
         for i in 0..proof.len() {
             let mut p = proof.clone();
@@ -377,7 +507,9 @@ fn ref_subproof(m: usize, leaves: &[Hash], b: bool) -> Vec<Hash> {
 }
 
 fn numbered_leaves(n: usize) -> Vec<Hash> {
-    (0..n).map(|i| leaf_hash(format!("leaf {i}").as_bytes())).collect()
+    (0..n)
+        .map(|i| leaf_hash(format!("leaf {i}").as_bytes()))
+        .collect()
 }
 
 #[test]

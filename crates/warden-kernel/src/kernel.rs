@@ -78,6 +78,9 @@ impl KernelBuilder {
             dir,
             warden_audit::AuditConfig {
                 durability,
+                // Bounds memory (records hold copies of arguments) while
+                // leaving the writer large group commits.
+                queue_capacity: 8192,
                 ..warden_audit::AuditConfig::default()
             },
         )

@@ -124,10 +124,14 @@ impl ActionBody {
             args: &'a serde_json::Map<String, serde_json::Value>,
             context: &'a serde_json::Map<String, serde_json::Value>,
         }
-        let bytes = serde_json_canonicalizer::to_vec(&Both {
-            args: &self.args,
-            context: &self.context,
-        })
+        let mut bytes = Vec::with_capacity(128);
+        warden_audit::to_canonical_json(
+            &Both {
+                args: &self.args,
+                context: &self.context,
+            },
+            &mut bytes,
+        )
         .map_err(|e| e.to_string())?;
         Ok(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
     }
