@@ -139,7 +139,7 @@ impl PolicySet {
             hasher.update(s.text.as_bytes());
             let compiled: Compiled = match parse_document(&s.label, &s.text)? {
                 Document::Policy(doc) => compile_policy(&env, &s.label, doc)?,
-                Document::Agt(doc) => compile_agt(&env, &s.label, doc)?,
+                Document::Agt(doc) => compile_agt(&env, &s.label, *doc)?,
                 Document::Test(_) => {
                     return Err(PolicyError::invalid(
                         Origin::new(&s.label, 1, 1),

@@ -30,8 +30,8 @@ struct Header {
 pub(crate) enum Document {
     /// `warden.dev/v1`, `kind: Policy`.
     Policy(PolicyDoc),
-    /// `governance.toolkit/v1`.
-    Agt(AgtDoc),
+    /// `governance.toolkit/v1` (boxed: much larger than the others).
+    Agt(Box<AgtDoc>),
     /// `warden.dev/v1`, `kind: PolicyTest`.
     Test(TestDoc),
 }
@@ -283,7 +283,7 @@ pub(crate) fn parse_document(file: &Path, text: &str) -> Result<Document, Policy
             ),
         )),
         (Some(AGT_API_VERSION), _) => serde_saphyr::from_str_with_options(text, options())
-            .map(Document::Agt)
+            .map(|d| Document::Agt(Box::new(d)))
             .map_err(|e| yaml_error(file, &e)),
         (other, _) => Err(PolicyError::invalid(
             doc_origin,

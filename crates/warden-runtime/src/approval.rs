@@ -309,7 +309,7 @@ impl Approvals {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn req(id: &str, approvers: &[&str]) -> ApprovalRequest {

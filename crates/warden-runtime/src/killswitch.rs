@@ -456,7 +456,7 @@ fn read_state(path: &Path) -> Result<KillState, KillError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]

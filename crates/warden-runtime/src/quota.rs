@@ -270,7 +270,7 @@ fn to_micros(cost: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use warden_policy::PolicySet;
 
