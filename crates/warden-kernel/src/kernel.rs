@@ -13,6 +13,11 @@ use warden_runtime::{
     Resolution, Usage, now_ms,
 };
 
+/// Pending outcome charges kept before old ones are evicted.
+const MAX_PENDING_USAGE: usize = 65_536;
+/// Age after which an outcome is no longer expected.
+const PENDING_USAGE_TTL: Duration = Duration::from_secs(3600);
+
 /// Whether audit records keep raw arguments or only their digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ArgsMode {
@@ -181,8 +186,9 @@ pub struct Kernel {
     approvals: Approvals,
     stages: Vec<Box<dyn Stage>>,
     audit: Option<Arc<dyn AuditSink>>,
-    /// Decisions whose outcome must be charged to token/cost budgets.
-    usage: DashMap<String, Action>,
+    /// Decisions whose outcome must be charged to token/cost budgets, with
+    /// when they were decided (entries whose outcome never comes are evicted).
+    usage: DashMap<String, (Action, std::time::Instant)>,
     args_mode: ArgsMode,
 }
 
@@ -274,7 +280,15 @@ impl Kernel {
             )
             .unwrap_or_else(|_| action.clone());
             key.session = action.session.clone();
-            self.usage.insert(decision.decision_id.clone(), key);
+            if self.usage.len() >= MAX_PENDING_USAGE {
+                // Outcomes that never came must not grow memory without bound.
+                let cutoff = std::time::Instant::now() - PENDING_USAGE_TTL;
+                self.usage.retain(|_, (_, at)| *at > cutoff);
+            }
+            self.usage.insert(
+                decision.decision_id.clone(),
+                (key, std::time::Instant::now()),
+            );
         }
         let Some(sink) = &self.audit else {
             return decision;
@@ -409,7 +423,7 @@ impl Kernel {
 
     /// Records how an executed action went and charges its usage to budgets.
     pub fn record_outcome(&self, decision_id: &str, outcome: Outcome) -> Result<(), KernelError> {
-        if let Some((_, action)) = self.usage.remove(decision_id) {
+        if let Some((_, (action, _))) = self.usage.remove(decision_id) {
             self.quotas.load().charge(&action, outcome.usage);
         }
         self.audit(AuditEvent::Outcome {
