@@ -16,6 +16,9 @@ pub(crate) enum Group {
     Policy,
     /// kernel-full/100-rules: all stages, quota, 100-rule policy, audit.
     Kernel,
+    /// kernel-full/100-rules sustained for `--decisions` (default 10 M) on two
+    /// threads with batched audit: one line per million decisions.
+    KernelSustained,
 }
 
 #[derive(Serialize)]
@@ -60,7 +63,7 @@ pub(crate) fn measure(budget: Duration, mut f: impl FnMut()) -> (f64, f64, usize
     (pick(0.5), pick(0.99), samples.len(), batch)
 }
 
-pub(crate) fn run(group: Group, time_ms: u64) -> Result<u8> {
+pub(crate) fn run(group: Group, time_ms: u64, decisions: u64) -> Result<u8> {
     match group {
         Group::Policy => {
             for w in warden_policy::workloads::all()? {
@@ -79,6 +82,7 @@ pub(crate) fn run(group: Group, time_ms: u64) -> Result<u8> {
             }
         }
         Group::Kernel => kernel(time_ms)?,
+        Group::KernelSustained => sustained(decisions)?,
     }
     Ok(0)
 }
@@ -206,4 +210,62 @@ fn rss_bytes() -> u64 {
                 .and_then(|p| p.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4096)
+}
+
+/// Two threads deciding `total` times with batched audit; every million
+/// decisions a line with that window's latency percentiles (sampled 1 in 16),
+/// throughput and RSS, so drift over time is visible.
+fn sustained(total: u64) -> Result<()> {
+    use warden_audit::Durability;
+    use warden_kernel::Kernel;
+    use warden_policy::{PolicyHandle, PolicySet, workloads};
+    let mut yaml = workloads::policy_n_yaml(100);
+    yaml.push_str("quotas:\n  - id: bench-rate\n    per: agent\n    rate: 1000000000/second\n");
+    let action = workloads::action_for("action_99")?;
+    let dir = ScratchDir::new("sustained")?;
+    let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(&yaml)?))
+        .data_dir(&dir.0, Durability::Batched)?
+        .build()?;
+    let window = 1_000_000u64;
+    let per_thread = window / 2;
+    let mut done = 0u64;
+    while done < total {
+        let t0 = Instant::now();
+        let lats: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut lat = Vec::with_capacity((per_thread / 16) as usize + 1);
+                        for i in 0..per_thread {
+                            if i % 16 == 0 {
+                                let t = Instant::now();
+                                black_box(kernel.decide(black_box(&action)));
+                                lat.push(t.elapsed().as_nanos() as u64);
+                            } else {
+                                black_box(kernel.decide(black_box(&action)));
+                            }
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            hs.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        let secs = t0.elapsed().as_secs_f64();
+        let mut lat: Vec<u64> = lats.into_iter().flatten().collect();
+        lat.sort_unstable();
+        done += window;
+        let line = serde_json::json!({
+            "workload": "kernel-full/100-rules-sustained",
+            "decisions": done,
+            "median_ns": percentile(&lat, 0.5),
+            "p99_ns": percentile(&lat, 0.99),
+            "p999_ns": percentile(&lat, 0.999),
+            "ops_per_sec": (window as f64 / secs).round(),
+            "rss_bytes": rss_bytes(),
+        });
+        println!("{line}");
+    }
+    kernel.flush()?;
+    Ok(())
 }

@@ -55,7 +55,8 @@ enum Command {
     },
     /// Run benchmark workloads and print one JSON line per workload (DESIGN.md §6).
     Bench {
-        /// Which group: `policy`.
+        /// Which group: `policy`, `kernel`, or `kernel-sustained` (a long batched run
+        /// reporting latency and RSS per million decisions).
         group: bench::Group,
         /// Print JSON lines (the default output is also JSON; kept for script compatibility).
         #[arg(long)]
@@ -63,6 +64,9 @@ enum Command {
         /// Measurement time per workload in milliseconds.
         #[arg(long, default_value_t = 1000)]
         time_ms: u64,
+        /// Decisions for `kernel-sustained`.
+        #[arg(long, default_value_t = 10_000_000)]
+        decisions: u64,
     },
 }
 
@@ -86,7 +90,8 @@ fn main() -> ExitCode {
             group,
             json: _,
             time_ms,
-        } => bench::run(group, time_ms),
+            decisions,
+        } => bench::run(group, time_ms, decisions),
     };
     match result {
         Ok(code) => ExitCode::from(code),
