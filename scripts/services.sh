@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the local services tests may use (PostgreSQL, Redis, NATS) if they are down.
 # Commands from shared/DESIGN.md §4. Missing binaries are reported, not fatal:
-# the current test suite needs none of them (embedded defaults only).
+# tests (scripts/test.sh) then fail with a connection error naming the server.
 set -uo pipefail
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 cargo test --workspace --locked
 
+# The PostgreSQL audit store (feature-gated; needs the local PostgreSQL that
+# scripts/services.sh starts).
+cargo test --locked -p warden-audit --features postgres
+cargo test --locked -p warden-kernel --features postgres --test pg
+
 cargo build --locked -p warden-cli
 warden=target/debug/warden
 for suite in policies/default docs/examples examples/agt; do

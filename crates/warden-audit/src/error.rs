@@ -72,6 +72,16 @@ pub enum AuditError {
     /// A proof could not be built.
     #[error("proof: {0}")]
     Proof(#[from] ProofError),
+    /// The PostgreSQL store (feature `postgres`) could not talk to the
+    /// database, a statement failed, or the schema name is unusable.
+    #[error("database: {context}: {source}")]
+    Database {
+        /// What was being done ("connect", "append batch", ...).
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl AuditError {
@@ -101,7 +111,9 @@ impl AuditError {
 /// Evidence that the log on disk is not what was written and signed.
 ///
 /// Record positions are zero-based leaf indices; STH positions are
-/// zero-based line numbers in `audit/sth.jsonl`.
+/// zero-based line numbers in `audit/sth.jsonl` (the `pos` column of the
+/// `sths` table in the PostgreSQL store, where "segment" and "index file"
+/// name the `<schema>.records` table).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
     /// The bytes of record `index` do not match their frame checksum, or the
@@ -222,6 +234,29 @@ pub enum Violation {
         /// Size of the last STH that matched (0 when none).
         first_suspect: u64,
     },
+    /// A row of the PostgreSQL store's `keys` table is not a valid Ed25519
+    /// public key, or its `key_id` is not the SHA-256 of that key: the key
+    /// registry was altered.
+    #[error("registered key {key_id} is invalid: {reason}")]
+    KeyInvalid {
+        /// The `key_id` of the row.
+        key_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The PostgreSQL store's `head` row (size and Merkle frontier that
+    /// writers extend) disagrees with the records and signed tree heads:
+    /// records were added or removed after the last signed tree head, or the
+    /// head was edited.
+    #[error("log head says {head_size} records, the table holds {records}: {reason}")]
+    HeadMismatch {
+        /// Records present.
+        records: u64,
+        /// Size recorded in the head row.
+        head_size: u64,
+        /// What disagrees.
+        reason: String,
+    },
 }
 
 impl Violation {
@@ -235,7 +270,11 @@ impl Violation {
             | Self::LeafHashMismatch { index, .. } => Some(*index),
             Self::Truncated { records, .. } => Some(*records),
             Self::SthRootMismatch { first_suspect, .. } => Some(*first_suspect),
-            Self::IndexCorrupt { .. }
+            Self::HeadMismatch {
+                records, head_size, ..
+            } => (records != head_size).then(|| (*records).min(*head_size)),
+            Self::KeyInvalid { .. }
+            | Self::IndexCorrupt { .. }
             | Self::SegmentInvalid { .. }
             | Self::SthMalformed { .. }
             | Self::SthWrongKey { .. }

@@ -11,6 +11,8 @@
 //!   first bad position; [`prove_inclusion`] and [`prove_consistency`] give
 //!   third-party-checkable proofs; [`tail`], [`records`] and [`export`]
 //!   (JSON lines, CloudEvents) read the log.
+//! * With the cargo feature `postgres`, [`pg`] stores the log in PostgreSQL,
+//!   shared by many writers (one per sidecar), with the same guarantees.
 //!
 //! The user documentation, including the byte layout on disk, is
 //! `docs/audit.md`.
@@ -20,6 +22,8 @@ mod error;
 mod keys;
 mod log;
 pub mod merkle;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod read;
 mod sth;
 mod store;

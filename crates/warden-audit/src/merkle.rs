@@ -145,6 +145,20 @@ impl Frontier {
         self.size
     }
 
+    /// Rebuilds a frontier from its size and its subtree roots (largest
+    /// first), as returned by [`Frontier::nodes`]. `None` when the number of
+    /// nodes does not match the size (one per set bit).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn from_parts(size: u64, nodes: Vec<Hash>) -> Option<Self> {
+        (nodes.len() == size.count_ones() as usize).then_some(Self { size, nodes })
+    }
+
+    /// The roots of the complete subtrees making up the tree, largest first.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn nodes(&self) -> &[Hash] {
+        &self.nodes
+    }
+
     /// Appends one leaf hash (see [`leaf_hash`]).
     pub fn push(&mut self, leaf: Hash) {
         self.push_at_level(0, leaf);

@@ -173,3 +173,19 @@ impl AuditSink for warden_audit::AuditLog<AuditEvent> {
             .map_err(|e| e.to_string())
     }
 }
+
+/// Many sidecars sharing one PostgreSQL log. Batched mode hands the record
+/// over without waiting for its index (which only exists once the shared
+/// transaction commits); sync mode returns once it is committed.
+#[cfg(feature = "postgres")]
+impl AuditSink for warden_audit::pg::PgAuditLog<AuditEvent> {
+    fn append(&self, event: AuditEvent) -> Result<(), String> {
+        self.submit(event).map_err(|e| e.to_string())
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        warden_audit::pg::PgAuditLog::flush(self)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
