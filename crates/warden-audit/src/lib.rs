@@ -11,7 +11,7 @@
 //!   first bad position; [`prove_inclusion`] and [`prove_consistency`] give
 //!   third-party-checkable proofs; [`tail`], [`records`] and [`export`]
 //!   (JSON lines, CloudEvents) read the log.
-//! * With the cargo feature `postgres`, [`pg`] stores the log in PostgreSQL,
+//! * With the cargo feature `postgres`, the `pg` module stores the log in PostgreSQL,
 //!   shared by many writers (one per sidecar), with the same guarantees.
 //!
 //! The user documentation, including the byte layout on disk, is
