@@ -4,7 +4,7 @@ use crate::check::read_action;
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
-use warden_policy::{Outcome, PolicySet, RuleResult, lint, testing};
+use warden_policy::{Outcome, PolicySet, RegoResult, RuleResult, lint, testing};
 
 #[derive(Subcommand)]
 pub(crate) enum PolicyCommand {
@@ -112,6 +112,26 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
                     t.rule.priority, t.rule.id, t.rule.origin
                 );
             }
+            for t in &ex.rego {
+                let what = match &t.result {
+                    RegoResult::Decided { verdict, reasons } if reasons.is_empty() => {
+                        format!("DECIDED -> {verdict}")
+                    }
+                    RegoResult::Decided { verdict, reasons } => {
+                        format!("DECIDED -> {verdict}: {}", reasons.join("; "))
+                    }
+                    RegoResult::Undefined => "undefined: no decision".to_owned(),
+                    RegoResult::Error { kind, message } => {
+                        format!("ERROR -> deny ({kind}): {message}")
+                    }
+                };
+                println!(
+                    "  [rego] {:<39} {what}   ({}, query {})",
+                    t.source.id(),
+                    t.source.origin(),
+                    t.source.query()
+                );
+            }
             let d = set.to_decision(&ex.evaluation);
             let why = match &ex.evaluation.outcome {
                 Outcome::Rule(r) => format!("rule `{}` is the highest-ranked matching rule", r.id),
@@ -120,6 +140,15 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
                     set.default_origin()
                 ),
                 Outcome::Failed { kind, .. } => format!("evaluation failed closed ({kind})"),
+                Outcome::Sources { rule, rego } => {
+                    let mut who: Vec<String> =
+                        rule.iter().map(|r| format!("rule `{}`", r.id)).collect();
+                    who.extend(rego.iter().map(|d| format!("`{}`", d.source.id())));
+                    format!(
+                        "{} gave the most restrictive verdict (deny overrides across sources)",
+                        who.join(" and ")
+                    )
+                }
             };
             println!("verdict: {} because {why}", d.verdict);
             println!("decision: {}", serde_json::to_string(&d)?);

@@ -251,7 +251,14 @@ impl Kernel {
             }
         }
         let eval = set.evaluate(action);
-        if let PolicyOutcome::Rule(rule) = &eval.outcome
+        let deciding_rule = match &eval.outcome {
+            PolicyOutcome::Rule(rule)
+            | PolicyOutcome::Sources {
+                rule: Some(rule), ..
+            } => Some(*rule),
+            _ => None,
+        };
+        if let Some(rule) = deciding_rule
             && rule.limit.is_some()
             && let Err(d) = self.quotas.load().check_rule(&rule.id, action)
         {

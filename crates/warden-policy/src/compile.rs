@@ -5,6 +5,7 @@ use crate::duration::parse_duration;
 use crate::error::{Origin, PolicyError};
 use crate::pattern::NameSet;
 use crate::quota::Quota;
+use crate::rego::{RegoSource, Resolve};
 use crate::rule::{OnError, RateLimit, Rule, RuleSource};
 use crate::source::{AgtDoc, PolicyDoc, QuotaDoc, RuleDoc};
 use cel::Env;
@@ -18,6 +19,7 @@ pub(crate) struct Compiled {
     pub default: Option<(Verdict, Origin)>,
     pub rules: Vec<Rule>,
     pub quotas: Vec<Quota>,
+    pub rego: Vec<RegoSource>,
 }
 
 fn at<T>(file: &Path, s: &Spanned<T>) -> Origin {
@@ -90,6 +92,7 @@ pub(crate) fn compile_policy(
     env: &Env,
     file: &Path,
     doc: PolicyDoc,
+    resolve: &mut Resolve<'_>,
 ) -> Result<Compiled, PolicyError> {
     let default = match &doc.default {
         Some(d) => Some((parse_default(file, "default", d)?, at(file, d))),
@@ -116,11 +119,22 @@ pub(crate) fn compile_policy(
     for (i, q) in doc.quotas.into_iter().enumerate() {
         quotas.push(compile_quota(file, i, q)?);
     }
+    let mut rego = Vec::new();
+    if let Some(r) = &doc.rego {
+        rego.push(RegoSource::compile(
+            at(file, r),
+            &r.value.modules,
+            &r.value.data,
+            &r.value.query,
+            resolve,
+        )?);
+    }
     Ok(Compiled {
         name: doc.name.value,
         default,
         rules,
         quotas,
+        rego,
     })
 }
 
@@ -460,6 +474,7 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
         default: Some(default),
         rules,
         quotas,
+        rego: Vec::new(),
     })
 }
 

@@ -23,6 +23,14 @@ pub(crate) fn is_yaml(path: &Path) -> bool {
     )
 }
 
+/// Whether an in-memory source is a Rego module or data file rather than a policy.
+fn is_aux(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("rego" | "json")
+    )
+}
+
 /// Whether `path` names a test suite (`*_test.yaml`).
 pub fn is_test_file(path: &Path) -> bool {
     path.file_stem()
@@ -134,11 +142,39 @@ impl PolicySet {
         let mut quotas = Vec::new();
         let mut names = Vec::new();
         let mut default: Option<(warden_core::Verdict, Origin)> = None;
+        let mut rego = Vec::new();
+        // `*.rego` and `*.json` sources are files a `rego:` block refers to, not policies.
+        let (aux, sources): (Vec<&Source>, Vec<&Source>) =
+            sources.iter().partition(|s| is_aux(&s.label));
+        if sources.is_empty() {
+            return Err(PolicyError::NoPolicy("no policy source given".to_owned()));
+        }
         for s in sources {
             hasher.update((s.text.len() as u64).to_be_bytes());
             hasher.update(s.text.as_bytes());
+            let mut extra: Vec<String> = Vec::new();
+            let mut resolve = |origin: &Origin, field: &str, rel: &str| {
+                let path = origin
+                    .file
+                    .parent()
+                    .map(|d| d.join(rel))
+                    .unwrap_or_else(|| PathBuf::from(rel));
+                let text = match aux.iter().find(|a| a.label == path) {
+                    Some(a) => a.text.clone(),
+                    None => read_source(&path).map_err(|e| match e {
+                        PolicyError::Io { source, .. } => PolicyError::invalid(
+                            Origin::new(&path, 0, 0),
+                            field,
+                            format!("cannot read `{rel}` (named at {origin}): {source}"),
+                        ),
+                        other => other,
+                    })?,
+                };
+                extra.push(text.clone());
+                Ok(text)
+            };
             let compiled: Compiled = match parse_document(&s.label, &s.text)? {
-                Document::Policy(doc) => compile_policy(&env, &s.label, doc)?,
+                Document::Policy(doc) => compile_policy(&env, &s.label, *doc, &mut resolve)?,
                 Document::Agt(doc) => compile_agt(&env, &s.label, *doc)?,
                 Document::Test(_) => {
                     return Err(PolicyError::invalid(
@@ -148,6 +184,11 @@ impl PolicySet {
                     ));
                 }
             };
+            for t in &extra {
+                hasher.update((t.len() as u64).to_be_bytes());
+                hasher.update(t.as_bytes());
+            }
+            rego.extend(compiled.rego);
             names.push(compiled.name);
             rules.extend(compiled.rules);
             quotas.extend(compiled.quotas);
@@ -161,6 +202,7 @@ impl PolicySet {
             default.ok_or_else(|| PolicyError::NoPolicy("no default verdict".to_owned()))?;
         let hash = format!("sha256:{}", hex::encode(hasher.finalize()));
         PolicySet::build(rules, quotas, default, default_origin, hash, names, env)
+            .map(|set| set.with_rego(rego))
     }
 
     /// Compiles a single YAML text (label `<inline>`).

@@ -3,6 +3,7 @@
 use crate::condition::{ActionVars, Condition, MAX_INPUT_DEPTH, json_nodes, within_depth};
 use crate::error::{Origin, PolicyError};
 use crate::quota::{Quota, QuotaOrigin};
+use crate::rego::{RegoDecision, RegoResult, RegoSource, RegoTrace, input_of};
 use crate::rule::{OnError, Rule};
 use cel::{Context, Env};
 use rustc_hash::FxHashMap;
@@ -52,6 +53,8 @@ pub struct PolicySet {
     names: Vec<String>,
     env: Arc<Env>,
     limits: Limits,
+    /// Rego sources, in load order.
+    rego: Vec<RegoSource>,
 }
 
 /// How an evaluation ended.
@@ -69,6 +72,14 @@ pub enum Outcome<'p> {
         rule: Option<&'p Rule>,
         /// What went wrong.
         detail: String,
+    },
+    /// Rego sources decided (possibly alongside a Warden rule): the most
+    /// restrictive verdict won; these are the sources that gave it.
+    Sources {
+        /// The Warden rule that gave the same verdict, if one did.
+        rule: Option<&'p Rule>,
+        /// The Rego sources that gave the winning verdict.
+        rego: Vec<RegoDecision<'p>>,
     },
 }
 
@@ -95,6 +106,17 @@ impl Evaluation<'_> {
                 });
                 v
             }
+            Outcome::Sources { rule, rego } => {
+                let mut v: Vec<String> = rule.iter().map(|r| r.reason.clone()).collect();
+                for d in rego {
+                    if d.reasons.is_empty() {
+                        v.push(format!("{} decided {}", d.source.id(), d.verdict));
+                    } else {
+                        v.extend(d.reasons.iter().cloned());
+                    }
+                }
+                v
+            }
         }
     }
 
@@ -103,6 +125,11 @@ impl Evaluation<'_> {
         match &self.outcome {
             Outcome::Rule(r) => vec![r.id.clone()],
             Outcome::Failed { rule: Some(r), .. } => vec![r.id.clone()],
+            Outcome::Sources { rule, rego } => rule
+                .iter()
+                .map(|r| r.id.clone())
+                .chain(rego.iter().map(|d| d.source.id().to_owned()))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -111,6 +138,7 @@ impl Evaluation<'_> {
     pub fn obligations(&self) -> &[Obligation] {
         match &self.outcome {
             Outcome::Rule(r) => &r.obligations,
+            Outcome::Sources { rule: Some(r), .. } => &r.obligations,
             _ => &[],
         }
     }
@@ -154,6 +182,8 @@ pub struct Explanation<'p> {
     pub evaluation: Evaluation<'p>,
     /// Candidate rules in evaluation order, all evaluated (no short-circuit).
     pub traces: Vec<Trace<'p>>,
+    /// What each Rego source returned, in load order (all evaluated).
+    pub rego: Vec<RegoTrace<'p>>,
     /// Rules the index excluded without evaluating (other points or tools).
     pub not_considered: usize,
 }
@@ -221,6 +251,7 @@ impl PolicySet {
         Ok(PolicySet {
             rules,
             quotas,
+            rego: Vec::new(),
             index,
             default,
             default_origin,
@@ -229,6 +260,12 @@ impl PolicySet {
             env,
             limits: Limits::default(),
         })
+    }
+
+    /// Adds the compiled Rego sources (evaluated in this order).
+    pub(crate) fn with_rego(mut self, rego: Vec<RegoSource>) -> Self {
+        self.rego = rego;
+        self
     }
 
     /// Replaces the evaluation bounds.
@@ -266,6 +303,11 @@ impl PolicySet {
     /// All rules in evaluation order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Rego sources, in load order.
+    pub fn rego_sources(&self) -> &[RegoSource] {
+        &self.rego
     }
 
     /// Declared quotas and rule limits, for the quota stage.
@@ -393,9 +435,69 @@ impl PolicySet {
         }
     }
 
-    /// Decides `action`: the first candidate rule in rank order that matches
-    /// wins; no match gives the default; any evaluation failure is a deny.
+    /// Decides `action`: the first candidate Warden rule in rank order that
+    /// matches decides for the rules; each Rego source decides or abstains;
+    /// the most restrictive verdict among the deciders wins (deny overrides
+    /// across sources); if nothing decides, the default applies. Any
+    /// evaluation failure is a deny.
     pub fn evaluate(&self, action: &Action) -> Evaluation<'_> {
+        if self.rego.is_empty() {
+            return self.evaluate_rules(action);
+        }
+        self.combine(action, self.evaluate_rules(action))
+    }
+
+    /// Folds the Rego sources' results into the Warden rules' evaluation.
+    #[inline(never)]
+    fn combine<'p>(&'p self, action: &Action, e: Evaluation<'p>) -> Evaluation<'p> {
+        let rule = match e.outcome {
+            Outcome::Rule(r) => Some(r),
+            Outcome::Default => None,
+            Outcome::Failed { .. } | Outcome::Sources { .. } => return e,
+        };
+        // Nothing is more restrictive than a rule's deny.
+        if rule.is_some() && e.verdict == Verdict::Deny {
+            return e;
+        }
+        let input = match input_of(action) {
+            Ok(v) => v,
+            Err(detail) => return rego_failure(RuntimeError::InvalidAction, detail),
+        };
+        let mut decided = Vec::new();
+        for source in &self.rego {
+            match source.eval(&input, self.limits.deadline) {
+                RegoResult::Decided { verdict, reasons } => decided.push(RegoDecision {
+                    source,
+                    verdict,
+                    reasons,
+                }),
+                RegoResult::Undefined => {}
+                RegoResult::Error { kind, message } => return rego_failure(kind, message),
+            }
+        }
+        let Some(rego_max) = decided.iter().map(|d| d.verdict).max() else {
+            return e;
+        };
+        let verdict = rule.map_or(rego_max, |r| r.effect.max(rego_max));
+        decided.retain(|d| d.verdict == verdict);
+        let rule = rule.filter(|r| r.effect == verdict);
+        match (rule, decided.is_empty()) {
+            (Some(r), true) => Evaluation {
+                verdict,
+                outcome: Outcome::Rule(r),
+            },
+            _ => Evaluation {
+                verdict,
+                outcome: Outcome::Sources {
+                    rule,
+                    rego: decided,
+                },
+            },
+        }
+    }
+
+    /// The Warden rules alone: first matching candidate in rank order.
+    fn evaluate_rules(&self, action: &Action) -> Evaluation<'_> {
         let vars = ActionVars::new(action);
         let mut scratch = Scratch {
             input_checked: false,
@@ -514,10 +616,25 @@ impl PolicySet {
             true
         });
         let not_considered = self.rules.len() - traces.len();
+        let mut rego = Vec::with_capacity(self.rego.len());
+        if !self.rego.is_empty() {
+            let input = input_of(action);
+            for source in &self.rego {
+                let result = match &input {
+                    Ok(v) => source.eval(v, self.limits.deadline),
+                    Err(message) => RegoResult::Error {
+                        kind: RuntimeError::InvalidAction,
+                        message: message.clone(),
+                    },
+                };
+                rego.push(RegoTrace { source, result });
+            }
+        }
         Explanation {
             evaluation,
             traces,
             not_considered,
+            rego,
         }
     }
 
@@ -536,6 +653,17 @@ impl PolicySet {
             policy_hash: self.hash.clone(),
             decision_id: Decision::new_id(),
         }
+    }
+}
+
+fn rego_failure<'p>(kind: RuntimeError, detail: String) -> Evaluation<'p> {
+    Evaluation {
+        verdict: Verdict::Deny,
+        outcome: Outcome::Failed {
+            kind,
+            rule: None,
+            detail,
+        },
     }
 }
 

@@ -29,7 +29,7 @@ struct Header {
 /// Which schema a document follows.
 pub(crate) enum Document {
     /// `warden.dev/v1`, `kind: Policy`.
-    Policy(PolicyDoc),
+    Policy(Box<PolicyDoc>),
     /// `governance.toolkit/v1` (boxed: much larger than the others).
     Agt(Box<AgtDoc>),
     /// `warden.dev/v1`, `kind: PolicyTest`.
@@ -52,6 +52,18 @@ pub(crate) struct PolicyDoc {
     pub rules: Vec<Spanned<RuleDoc>>,
     #[serde(default)]
     pub quotas: Vec<Spanned<QuotaDoc>>,
+    #[serde(default)]
+    pub rego: Option<Spanned<RegoDoc>>,
+}
+
+/// A `rego:` block: Rego modules and data (paths relative to the policy file) and the query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegoDoc {
+    pub modules: Vec<String>,
+    #[serde(default)]
+    pub data: Vec<String>,
+    pub query: String,
 }
 
 /// One quota: a rate limit and/or budgets, counted per scope key.
@@ -266,7 +278,7 @@ pub(crate) fn parse_document(file: &Path, text: &str) -> Result<Document, Policy
     match (header.api_version.as_deref(), header.kind.as_deref()) {
         (Some(WARDEN_API_VERSION), Some("Policy")) => {
             serde_saphyr::from_str_with_options(text, options())
-                .map(Document::Policy)
+                .map(|d| Document::Policy(Box::new(d)))
                 .map_err(|e| yaml_error(file, &e))
         }
         (Some(WARDEN_API_VERSION), Some("PolicyTest")) => {

@@ -1,8 +1,10 @@
 //! The benchmark workloads of DESIGN.md §6, shared by the criterion benches
 //! and `warden bench policy`, so both measure exactly the same thing.
 
+use crate::load::Source;
 use crate::set::PolicySet;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use warden_core::{Action, ActionError};
 
 /// Rule counts of the `policy-N` workloads.
@@ -36,6 +38,35 @@ pub fn policy_cel_yaml() -> String {
         "  - id: large_payment\n    tools: [payments.send]\n    when: args.amount > 1000 && args.currency == \"EUR\"\n    effect: deny\n",
     );
     s
+}
+
+/// `rego-N` module: the `policy-N` rules in Rego. Rule *i*: `input.tool ==
+/// "action_i"` gives deny if i % 3 == 0 else allow; undefined when nothing
+/// matches (the Warden `default: deny` then applies).
+pub fn rego_n_module(n: usize) -> String {
+    let mut s = String::from("package warden\n\n");
+    for i in 0..n {
+        let effect = if i % 3 == 0 { "deny" } else { "allow" };
+        let _ = writeln!(s, "verdict := \"{effect}\" if input.tool == \"action_{i}\"");
+    }
+    s
+}
+
+/// The Warden policy file wrapping `rego_n_module` (as `bench.rego` beside it).
+pub const REGO_N_POLICY: &str = "apiVersion: warden.dev/v1\nkind: Policy\nname: rego-bench\ndefault: deny\nrego:\n  modules: [bench.rego]\n  query: data.warden.verdict\n";
+
+/// The compiled `rego-N` set (in-memory sources `rego-bench/policy.yaml` and `rego-bench/bench.rego`).
+pub fn rego_n(n: usize) -> Result<PolicySet, crate::PolicyError> {
+    PolicySet::from_sources(&[
+        Source {
+            label: PathBuf::from("rego-bench/policy.yaml"),
+            text: REGO_N_POLICY.to_owned(),
+        },
+        Source {
+            label: PathBuf::from("rego-bench/bench.rego"),
+            text: rego_n_module(n),
+        },
+    ])
 }
 
 /// An action for `tool` with a small, typical argument object.
@@ -86,6 +117,16 @@ pub fn all() -> Result<Vec<Workload>, WorkloadError> {
         name: "policy-cel".to_owned(),
         set: PolicySet::from_yaml(&policy_cel_yaml())?,
         action: action_for("payments.send")?,
+    });
+    out.push(Workload {
+        name: "rego-100/match-last".to_owned(),
+        set: rego_n(100)?,
+        action: action_for("action_99")?,
+    });
+    out.push(Workload {
+        name: "rego-100/no-match".to_owned(),
+        set: rego_n(100)?,
+        action: action_for("unknown_tool")?,
     });
     Ok(out)
 }
