@@ -19,6 +19,7 @@
 
 mod canonical;
 mod error;
+mod handoff;
 mod keys;
 mod log;
 pub mod merkle;

@@ -5,7 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::canonical::Canonicalizer;
 use crate::error::{AuditError, Violation};
+use crate::handoff::{QueueState, Shared, enqueue, refusal, wait};
 use crate::keys::{LogKey, PublicKey};
 use crate::merkle::{Frontier, Hash, leaf_hash};
 use crate::sth::{SignedTreeHead, now_ms};
@@ -66,6 +67,21 @@ impl Default for AuditConfig {
     }
 }
 
+impl<R> QueueState<R> for State<R> {
+    fn queue(&mut self) -> &mut Vec<R> {
+        &mut self.queue
+    }
+    fn refusal(&self) -> Option<AuditError> {
+        refusal(&self.failed, self.closing)
+    }
+    fn full_waiters(&mut self) -> &mut usize {
+        &mut self.full_waiters
+    }
+    fn take_idle(&mut self) -> bool {
+        std::mem::take(&mut self.writer_idle)
+    }
+}
+
 struct State<R> {
     queue: Vec<R>,
     /// Index the next appended record gets.
@@ -82,31 +98,6 @@ struct State<R> {
     full_waiters: usize,
     durable_waiters: usize,
     failed: Option<Arc<AuditError>>,
-}
-
-struct Shared<R> {
-    state: Mutex<State<R>>,
-    /// Signals the writer: records queued, flush or close requested.
-    work: Condvar,
-    /// Signals appenders blocked on a full queue.
-    space: Condvar,
-    /// Signals sync appenders and flushers: durability or STH progress.
-    progress: Condvar,
-}
-
-impl<R> Shared<R> {
-    fn lock(&self) -> MutexGuard<'_, State<R>> {
-        // A poisoned lock means a thread panicked while holding it; the state
-        // is still consistent (all updates are single assignments), so go on.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-    cv.wait(guard)
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The append side of the audit log.
@@ -132,7 +123,7 @@ fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
 /// assert!(warden_audit::verify(dir.path(), &Default::default()).is_ok());
 /// ```
 pub struct AuditLog<R: Serialize + Send + 'static> {
-    shared: Arc<Shared<R>>,
+    shared: Arc<Shared<State<R>>>,
     thread: Option<JoinHandle<()>>,
     durability: Durability,
     capacity: usize,
@@ -195,12 +186,7 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
             durable_waiters: 0,
             failed: None,
         };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            work: Condvar::new(),
-            space: Condvar::new(),
-            progress: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(state));
         let public_key = writer.key.public();
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -243,28 +229,9 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
     /// not logged), [`AuditError::Closed`] after close.
     pub fn append(&self, record: R) -> Result<u64, AuditError> {
         let shared = &*self.shared;
-        let mut st = shared.lock();
-        loop {
-            if let Some(e) = &st.failed {
-                return Err(AuditError::WriterFailed(Arc::clone(e)));
-            }
-            if st.closing {
-                return Err(AuditError::Closed);
-            }
-            if st.queue.len() < self.capacity {
-                break;
-            }
-            st.full_waiters += 1;
-            st = wait(&shared.space, st);
-            st.full_waiters -= 1;
-        }
+        let (mut st, _) = enqueue(shared, self.capacity, record)?;
         let index = st.next_index;
         st.next_index += 1;
-        st.queue.push(record);
-        if st.writer_idle {
-            st.writer_idle = false;
-            shared.work.notify_one();
-        }
         if self.durability == Durability::Sync {
             while st.durable <= index {
                 if let Some(e) = &st.failed {
@@ -541,7 +508,7 @@ impl Writer {
         Ok(writer)
     }
 
-    fn run<R: Serialize>(mut self, shared: &Shared<R>) {
+    fn run<R: Serialize>(mut self, shared: &Shared<State<R>>) {
         let mut batch: Vec<R> = Vec::new();
         loop {
             let (closing, sign_request) = {
@@ -601,7 +568,7 @@ impl Writer {
     /// (failure, or `closing` and nothing left to do).
     fn publish<R>(
         &self,
-        shared: &Shared<R>,
+        shared: &Shared<State<R>>,
         failure: &mut Option<AuditError>,
         closing: bool,
     ) -> bool {

@@ -48,7 +48,8 @@ pub struct VerifyReport {
     pub key_id: String,
 }
 
-fn sth_violation(position: u64, err: SthError) -> Violation {
+/// The violation an STH that fails [`SignedTreeHead::verify`] at `position` is.
+pub(crate) fn sth_violation(position: u64, err: SthError) -> Violation {
     match err {
         SthError::WrongKey { found, expected } => Violation::SthWrongKey {
             sth_position: position,

@@ -12,13 +12,13 @@ use super::db::{
     self, Head, PAGE_ROWS, Sql, SthRow, db_err, frontier_bytes, hash_from, key_from_row,
     registered_key, to_i64,
 };
-use super::writer::sth_violation;
 use crate::error::{AuditError, Violation};
 use crate::keys::PublicKey;
 use crate::merkle::{
     ConsistencyProof, Frontier, Hash, InclusionProof, SubtreeSource, build_consistency,
     build_inclusion, leaf_hash,
 };
+use crate::read::sth_violation;
 use crate::read::{ConsistencyBundle, InclusionBundle};
 use crate::sth::SignedTreeHead;
 

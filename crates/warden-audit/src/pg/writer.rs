@@ -7,7 +7,7 @@
 //! at queue time, since several writers extend the same log.
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,10 +20,12 @@ use super::db::{
 };
 use crate::canonical::Canonicalizer;
 use crate::error::{AuditError, Violation};
+use crate::handoff::{QueueState, Shared, enqueue, refusal, wait};
 use crate::keys::{LogKey, PublicKey};
 use crate::log::{AuditConfig, Durability};
 use crate::merkle::{Hash, leaf_hash};
-use crate::sth::{SignedTreeHead, SthError, now_ms};
+use crate::read::sth_violation;
+use crate::sth::{SignedTreeHead, now_ms};
 use crate::store::MAX_RECORD_LEN;
 
 /// Where the records of one batch ended up, set once its transaction is
@@ -45,6 +47,21 @@ struct BatchOutcome {
 /// A queued record's batch slot and its position in the batch.
 type SlotRef = (Arc<BatchSlot>, usize);
 
+impl<R> QueueState<R> for State<R> {
+    fn queue(&mut self) -> &mut Vec<R> {
+        &mut self.queue
+    }
+    fn refusal(&self) -> Option<AuditError> {
+        refusal(&self.failed, self.closing)
+    }
+    fn full_waiters(&mut self) -> &mut usize {
+        &mut self.full_waiters
+    }
+    fn take_idle(&mut self) -> bool {
+        std::mem::take(&mut self.writer_idle)
+    }
+}
+
 struct State<R> {
     queue: Vec<R>,
     /// The slot of the records now in `queue`.
@@ -60,31 +77,6 @@ struct State<R> {
     full_waiters: usize,
     progress_waiters: usize,
     failed: Option<Arc<AuditError>>,
-}
-
-struct Shared<R> {
-    state: Mutex<State<R>>,
-    /// Signals the writer: records queued, flush or close requested.
-    work: Condvar,
-    /// Signals appenders blocked on a full queue.
-    space: Condvar,
-    /// Signals appenders and flushers waiting for a batch or a flush.
-    progress: Condvar,
-}
-
-impl<R> Shared<R> {
-    fn lock(&self) -> MutexGuard<'_, State<R>> {
-        // State updates are single assignments: still consistent after a
-        // panic elsewhere.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-    cv.wait(guard)
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The append side of an audit log stored in PostgreSQL, shared by any
@@ -122,7 +114,7 @@ fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
 /// # Ok::<(), warden_audit::AuditError>(())
 /// ```
 pub struct PgAuditLog<R: Serialize + Send + 'static> {
-    shared: Arc<Shared<R>>,
+    shared: Arc<Shared<State<R>>>,
     thread: Option<JoinHandle<()>>,
     durability: Durability,
     capacity: usize,
@@ -176,24 +168,19 @@ impl<R: Serialize + Send + 'static> PgAuditLog<R> {
             Ok::<_, AuditError>((rt, conn, head, latest))
         })?;
 
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                queue: Vec::with_capacity(config.queue_capacity.clamp(1, 1 << 16)),
-                slot: Arc::new(BatchSlot::default()),
-                flush_requested: 0,
-                flush_done: 0,
-                latest_sth: latest.clone(),
-                committed: 0,
-                closing: false,
-                writer_idle: false,
-                full_waiters: 0,
-                progress_waiters: 0,
-                failed: None,
-            }),
-            work: Condvar::new(),
-            space: Condvar::new(),
-            progress: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(State {
+            queue: Vec::with_capacity(config.queue_capacity.clamp(1, 1 << 16)),
+            slot: Arc::new(BatchSlot::default()),
+            flush_requested: 0,
+            flush_done: 0,
+            latest_sth: latest.clone(),
+            committed: 0,
+            closing: false,
+            writer_idle: false,
+            full_waiters: 0,
+            progress_waiters: 0,
+            failed: None,
+        }));
         let public_key = key.public();
         let writer = Writer {
             rt,
@@ -246,29 +233,8 @@ impl<R: Serialize + Send + 'static> PgAuditLog<R> {
         record: R,
         want_slot: bool,
     ) -> Result<(MutexGuard<'_, State<R>>, Option<SlotRef>), AuditError> {
-        let shared = &*self.shared;
-        let mut st = shared.lock();
-        loop {
-            if let Some(e) = &st.failed {
-                return Err(AuditError::WriterFailed(Arc::clone(e)));
-            }
-            if st.closing {
-                return Err(AuditError::Closed);
-            }
-            if st.queue.len() < self.capacity {
-                break;
-            }
-            st.full_waiters += 1;
-            st = wait(&shared.space, st);
-            st.full_waiters -= 1;
-        }
-        let position = st.queue.len();
-        st.queue.push(record);
+        let (st, position) = enqueue(&self.shared, self.capacity, record)?;
         let slot = want_slot.then(|| (Arc::clone(&st.slot), position));
-        if st.writer_idle {
-            st.writer_idle = false;
-            shared.work.notify_one();
-        }
         Ok((st, slot))
     }
 
@@ -561,23 +527,6 @@ async fn open_log(
     Ok((head, latest))
 }
 
-pub(crate) fn sth_violation(position: u64, err: SthError) -> Violation {
-    match err {
-        SthError::WrongKey { found, expected } => Violation::SthWrongKey {
-            sth_position: position,
-            key_id: found,
-            expected,
-        },
-        SthError::MalformedSignature => Violation::SthMalformed {
-            sth_position: position,
-            reason: err.to_string(),
-        },
-        SthError::BadSignature => Violation::SthBadSignature {
-            sth_position: position,
-        },
-    }
-}
-
 /// Signs the tree of `head.size` leaves with root `root` and inserts the STH
 /// at position `head.sth_count` (the caller updates the head).
 async fn insert_sth(
@@ -655,7 +604,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run<R: Serialize>(mut self, shared: &Shared<R>) {
+    fn run<R: Serialize>(mut self, shared: &Shared<State<R>>) {
         let mut batch: Vec<R> = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
         loop {
