@@ -227,6 +227,12 @@ impl Kernel {
         &self.kill
     }
 
+    /// Audit records handed over but not yet durable (`None`: no audit, or
+    /// the store cannot tell). Exported as a queue-depth metric.
+    pub fn audit_backlog(&self) -> Option<u64> {
+        self.audit.as_ref().and_then(|s| s.backlog())
+    }
+
     fn audit(&self, event: AuditEvent) -> Result<(), KernelError> {
         match &self.audit {
             Some(sink) => sink.append(event).map_err(KernelError::Audit),

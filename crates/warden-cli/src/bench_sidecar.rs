@@ -1,0 +1,116 @@
+//! `warden bench sidecar`: `/v1/decide` round trips on loopback under 64
+//! concurrent keep-alive connections (DESIGN.md §6 `sidecar/decide`).
+//!
+//! Server and load generator share this machine's cores, so the figures are
+//! a lower bound for a sidecar with its own CPU.
+
+use anyhow::{Context as _, Result};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use warden_server::{Overrides, RunningServer, ServerConfig};
+
+/// Concurrent connections, as in the target.
+const CONNECTIONS: usize = 64;
+
+#[derive(Serialize)]
+struct Line {
+    workload: &'static str,
+    median_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+    ops_per_sec: f64,
+    connections: usize,
+    requests: usize,
+    durability: &'static str,
+}
+
+pub(crate) fn run(time_ms: u64) -> Result<()> {
+    let scratch = super::bench::ScratchDir::new("sidecar")?;
+    let policy = scratch.0.join("policy.yaml");
+    std::fs::write(&policy, warden_policy::workloads::policy_n_yaml(100))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    let body = serde_json::to_vec(&warden_policy::workloads::action_for("action_99")?)?;
+    runtime.block_on(async {
+        let mut config = ServerConfig::resolve(
+            None,
+            |_| None,
+            Overrides {
+                listen: Some("127.0.0.1:0".to_owned()),
+                policy: vec![policy.clone()],
+                data_dir: Some(scratch.0.join("data")),
+                durability: Some(warden_audit::Durability::Batched),
+            },
+        )?;
+        config.watch = false;
+        let server = RunningServer::start(config).await?;
+        let addr = server.local_addr();
+        // Warm up connections and the policy, then measure.
+        let _ = load(addr, &body, Duration::from_millis(200)).await?;
+        let (mut lat, elapsed) = load(addr, &body, Duration::from_millis(time_ms)).await?;
+        lat.sort_unstable();
+        let pick = |q: f64| {
+            lat.get(((lat.len().saturating_sub(1)) as f64 * q) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        let line = Line {
+            workload: "sidecar/decide",
+            median_ns: pick(0.5),
+            p99_ns: pick(0.99),
+            p999_ns: pick(0.999),
+            ops_per_sec: (lat.len() as f64 / elapsed.as_secs_f64()).round(),
+            connections: CONNECTIONS,
+            requests: lat.len(),
+            durability: "batched",
+        };
+        println!("{}", serde_json::to_string(&line)?);
+        server.shutdown().await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Drives `CONNECTIONS` keep-alive connections for `time`; per-request latencies in ns.
+async fn load(
+    addr: std::net::SocketAddr,
+    body: &[u8],
+    time: Duration,
+) -> Result<(Vec<u64>, Duration)> {
+    let start = Instant::now();
+    let end = start + time;
+    let mut tasks = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let body = Bytes::copy_from_slice(body);
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut lat = Vec::new();
+            while Instant::now() < end {
+                let req = hyper::Request::post("/v1/decide")
+                    .header("host", "bench")
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))?;
+                let t = Instant::now();
+                let resp = sender.send_request(req).await?;
+                let ok = resp.status().is_success();
+                let _ = resp.into_body().collect().await?;
+                lat.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                anyhow::ensure!(ok, "the sidecar answered with an error");
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok((all, start.elapsed()))
+}

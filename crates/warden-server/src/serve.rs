@@ -1,0 +1,231 @@
+//! Starting and stopping the sidecar: kernel, admin token, listener, connection
+//! handling with timeouts, hot reload, graceful shutdown.
+
+use crate::api::{AppState, router};
+use crate::auth::{AdminAuth, AuthError, TokenSource};
+use crate::config::{AuditStore, ServerConfig};
+use crate::metrics::Metrics;
+use crate::reload::{PolicySource, Reloader};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use warden_kernel::Kernel;
+use warden_policy::{PolicyHandle, PolicySet};
+
+/// Most connections served at once; more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Time in-flight requests get to finish on shutdown.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// The sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The policy failed to load (no policy, no server: fail closed).
+    #[error("policy: {0}")]
+    Policy(#[from] warden_policy::PolicyError),
+    /// The kernel (data directory, audit log, kill switch) failed to open.
+    #[error("kernel: {0}")]
+    Kernel(#[from] warden_kernel::KernelError),
+    /// The admin token could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Binding the listen address failed.
+    #[error("listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The policy watcher failed to start.
+    #[error("watching policy files: {0}")]
+    Watch(#[from] notify::Error),
+    /// The configured audit store is not available in this build.
+    #[error("audit store: {0}")]
+    Store(String),
+}
+
+/// A running sidecar.
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_kernel(config: &ServerConfig) -> Result<(Arc<Kernel>, PolicySource), ServerError> {
+    let (handle, source) = if config.policy.is_empty() {
+        let set = PolicySet::from_sources(&crate::pack::default_pack())?;
+        (PolicyHandle::new(set), PolicySource::Builtin)
+    } else {
+        (
+            PolicyHandle::load(&config.policy)?,
+            PolicySource::Paths(config.policy.clone()),
+        )
+    };
+    match &config.audit {
+        AuditStore::File => {}
+        AuditStore::Postgres { .. } => {
+            return Err(ServerError::Store(
+                "the PostgreSQL store is not wired into `warden serve` yet; use the file store"
+                    .to_owned(),
+            ));
+        }
+    }
+    let kernel = Kernel::builder(handle)
+        .data_dir(&config.data_dir, config.durability)?
+        .build()?;
+    Ok((Arc::new(kernel), source))
+}
+
+impl RunningServer {
+    /// Opens the kernel and starts serving on `config.listen` (port 0 picks a free port).
+    pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+        let (kernel, source) = {
+            let c = config.clone();
+            tokio::task::spawn_blocking(move || build_kernel(&c))
+                .await
+                .map_err(|e| ServerError::Store(format!("startup task: {e}")))??
+        };
+        let admin = match &config.admin_token {
+            Some(t) => AdminAuth::from_token(t)?,
+            None => AdminAuth::from_file(
+                &config
+                    .admin_token_file
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("admin.token")),
+            )?,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let reloader = Arc::new(Reloader::new(
+            Arc::clone(&kernel),
+            Arc::clone(&metrics),
+            source,
+        ));
+        let watcher = if config.watch {
+            reloader.watch()?
+        } else {
+            None
+        };
+        let state = Arc::new(AppState {
+            kernel,
+            metrics,
+            admin,
+            limits: config.limits.clone(),
+            data_dir: config.data_dir.clone(),
+            durability: config.durability,
+            reloader,
+            ready: AtomicBool::new(true),
+        });
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
+        Ok(RunningServer {
+            addr,
+            state,
+            stop,
+            task,
+            _watcher: watcher,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the admin token is (for the startup banner).
+    pub fn admin_token_source(&self) -> &TokenSource {
+        self.state.admin.source()
+    }
+
+    /// The kernel behind the API (for embedding and tests).
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        &self.state.kernel
+    }
+
+    /// Reloads the policy as `SIGHUP` does.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.state.reloader
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to [`DRAIN`]) and
+    /// flushes the audit log, so every decision returned is durable.
+    pub async fn shutdown(self) -> Result<(), warden_kernel::KernelError> {
+        self.state.ready.store(false, Ordering::Release);
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let kernel = Arc::clone(&self.state.kernel);
+        tokio::task::spawn_blocking(move || kernel.flush())
+            .await
+            .map_err(|e| warden_kernel::KernelError::Audit(format!("flush task: {e}")))?
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let app = router(Arc::clone(&state));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.limits.header_timeout())
+        .keep_alive(true);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning or exiting.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
