@@ -19,6 +19,11 @@ pub(crate) enum Group {
     /// kernel-full/100-rules sustained for `--decisions` (default 10 M) on two
     /// threads with batched audit: one line per million decisions.
     KernelSustained,
+    /// sidecar/decide: `warden serve`'s `/v1/decide` over loopback HTTP with 64 connections.
+    Sidecar,
+    /// mcp/tools-call: `tools/call` round trips to a local echo MCP server,
+    /// direct and through `warden mcp`; the difference is the gateway's cost.
+    Mcp,
 }
 
 #[derive(Serialize)]
@@ -83,15 +88,17 @@ pub(crate) fn run(group: Group, time_ms: u64, decisions: u64) -> Result<u8> {
         }
         Group::Kernel => kernel(time_ms)?,
         Group::KernelSustained => sustained(decisions)?,
+        Group::Sidecar => crate::bench_sidecar::run(time_ms)?,
+        Group::Mcp => crate::mcp_cmd::bench(time_ms)?,
     }
     Ok(0)
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct ScratchDir(std::path::PathBuf);
+pub(crate) struct ScratchDir(pub(crate) std::path::PathBuf);
 
 impl ScratchDir {
-    fn new(tag: &str) -> Result<Self> {
+    pub(crate) fn new(tag: &str) -> Result<Self> {
         let p = std::env::temp_dir().join(format!(
             "warden-bench-{tag}-{}-{}",
             std::process::id(),

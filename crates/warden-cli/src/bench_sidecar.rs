@@ -14,10 +14,18 @@ use warden_server::{Overrides, RunningServer, ServerConfig};
 
 /// Concurrent connections, as in the target.
 const CONNECTIONS: usize = 64;
+/// Offered load of the paced run, requests per second over all connections.
+/// Closed-loop runs measure capacity; with 64 requests always in flight their
+/// latency is queueing (Little's law: 64 / throughput), so latency is measured
+/// at a fixed offered rate below capacity, from each request's send time
+/// (tokio timers tick in milliseconds, so the schedule itself is not a
+/// precise clock).
+const PACED_RATE: f64 = 10_000.0;
 
 #[derive(Serialize)]
 struct Line {
     workload: &'static str,
+    mode: &'static str,
     median_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
@@ -51,40 +59,48 @@ pub(crate) fn run(time_ms: u64) -> Result<()> {
         let server = RunningServer::start(config).await?;
         let addr = server.local_addr();
         // Warm up connections and the policy, then measure.
-        let _ = load(addr, &body, Duration::from_millis(200)).await?;
-        let (mut lat, elapsed) = load(addr, &body, Duration::from_millis(time_ms)).await?;
-        lat.sort_unstable();
-        let pick = |q: f64| {
-            lat.get(((lat.len().saturating_sub(1)) as f64 * q) as usize)
-                .copied()
-                .unwrap_or(0)
-        };
-        let line = Line {
-            workload: "sidecar/decide",
-            median_ns: pick(0.5),
-            p99_ns: pick(0.99),
-            p999_ns: pick(0.999),
-            ops_per_sec: (lat.len() as f64 / elapsed.as_secs_f64()).round(),
-            connections: CONNECTIONS,
-            requests: lat.len(),
-            durability: "batched",
-        };
-        println!("{}", serde_json::to_string(&line)?);
+        let _ = load(addr, &body, Duration::from_millis(200), None).await?;
+        let time = Duration::from_millis(time_ms);
+        for (mode, rate) in [("saturated", None), ("paced", Some(PACED_RATE))] {
+            let (mut lat, elapsed) = load(addr, &body, time, rate).await?;
+            lat.sort_unstable();
+            let pick = |q: f64| {
+                lat.get(((lat.len().saturating_sub(1)) as f64 * q) as usize)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let line = Line {
+                workload: "sidecar/decide",
+                mode,
+                median_ns: pick(0.5),
+                p99_ns: pick(0.99),
+                p999_ns: pick(0.999),
+                ops_per_sec: (lat.len() as f64 / elapsed.as_secs_f64()).round(),
+                connections: CONNECTIONS,
+                requests: lat.len(),
+                durability: "batched",
+            };
+            println!("{}", serde_json::to_string(&line)?);
+        }
         server.shutdown().await?;
         anyhow::Ok(())
     })
 }
 
-/// Drives `CONNECTIONS` keep-alive connections for `time`; per-request latencies in ns.
+/// Drives `CONNECTIONS` keep-alive connections for `time`, back to back or
+/// at `rate` requests/s in total; per-request latencies in ns.
 async fn load(
     addr: std::net::SocketAddr,
     body: &[u8],
     time: Duration,
+    rate: Option<f64>,
 ) -> Result<(Vec<u64>, Duration)> {
     let start = Instant::now();
     let end = start + time;
+    // Each connection sends every `interval`, offset so sends interleave.
+    let interval = rate.map(|r| Duration::from_secs_f64(CONNECTIONS as f64 / r));
     let mut tasks = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
+    for c in 0..CONNECTIONS {
         let body = Bytes::copy_from_slice(body);
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
@@ -93,11 +109,17 @@ async fn load(
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut lat = Vec::new();
+            let mut next = interval.map(|i| start + i.mul_f64(c as f64 / CONNECTIONS as f64));
             while Instant::now() < end {
                 let req = hyper::Request::post("/v1/decide")
                     .header("host", "bench")
                     .header("content-type", "application/json")
                     .body(Full::new(body.clone()))?;
+                if let (Some(n), Some(i)) = (next.as_mut(), interval) {
+                    tokio::time::sleep_until((*n).into()).await;
+                    // A connection that fell behind sends at once rather than in a burst.
+                    *n = (*n + i).max(Instant::now());
+                }
                 let t = Instant::now();
                 let resp = sender.send_request(req).await?;
                 let ok = resp.status().is_success();

@@ -54,6 +54,16 @@ pub(crate) enum DurabilityArg {
     Batched,
 }
 
+impl DurabilityArg {
+    /// The audit log's durability for this flag.
+    pub(crate) fn into_durability(self) -> warden_audit::Durability {
+        match self {
+            DurabilityArg::Sync => warden_audit::Durability::Sync,
+            DurabilityArg::Batched => warden_audit::Durability::Batched,
+        }
+    }
+}
+
 pub(crate) fn run(
     policy: &[PathBuf],
     action: Option<&Path>,
@@ -67,12 +77,8 @@ pub(crate) fn run(
             set.decide(&action)
         }
         Some(dir) => {
-            let durability = match durability {
-                DurabilityArg::Sync => warden_audit::Durability::Sync,
-                DurabilityArg::Batched => warden_audit::Durability::Batched,
-            };
             let kernel = warden_kernel::Kernel::builder(warden_policy::PolicyHandle::load(policy)?)
-                .data_dir(dir, durability)?
+                .data_dir(dir, durability.into_durability())?
                 .build()?;
             let action = read_action(action)?;
             let decision = kernel.decide(&action);

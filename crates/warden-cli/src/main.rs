@@ -7,8 +7,12 @@
 
 mod admin;
 mod bench;
+mod bench_sidecar;
 mod check;
+mod identity_cmd;
+mod mcp_cmd;
 mod policy_cmd;
+mod serve_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -38,6 +42,22 @@ enum Command {
         /// With --data-dir: `sync` returns only once the decision's audit record is on disk.
         #[arg(long, value_enum, default_value_t = check::DurabilityArg::Sync)]
         durability: check::DurabilityArg,
+    },
+    /// Run the sidecar: the HTTP decision API, approvals, kill switch, audit proofs, metrics.
+    Serve(serve_cmd::ServeArgs),
+    /// MCP gateway: run a stdio MCP server behind Warden and speak MCP on stdio (docs/mcp.md).
+    Mcp(mcp_cmd::McpArgs),
+    /// Agent identities: did:key files, signed envelopes (docs/identity.md).
+    Id {
+        #[command(subcommand)]
+        command: identity_cmd::IdCommand,
+    },
+    /// Issue a delegation token (never wider than its --proof), or `check` a chain.
+    Delegate(identity_cmd::DelegateArgs),
+    /// Agents' trust scores (docs/trust.md).
+    Trust {
+        #[command(subcommand)]
+        command: identity_cmd::TrustCommand,
     },
     /// Kill an agent, a session or everything: every kernel on the data directory denies their next action.
     Kill(admin::KillArgs),
@@ -82,6 +102,11 @@ fn main() -> ExitCode {
             data_dir,
             durability,
         } => check::run(&policy, action.as_deref(), data_dir.as_deref(), durability),
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::Mcp(args) => mcp_cmd::run(args),
+        Command::Id { command } => identity_cmd::id(command),
+        Command::Delegate(args) => identity_cmd::delegate_cmd(args),
+        Command::Trust { command } => identity_cmd::trust(command),
         Command::Kill(args) => admin::kill(args),
         Command::Unkill(args) => admin::unkill(args),
         Command::Audit { command } => admin::audit(command),

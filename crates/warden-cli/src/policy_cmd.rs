@@ -4,11 +4,12 @@ use crate::check::read_action;
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
-use warden_policy::{Outcome, PolicySet, RegoResult, RuleResult, lint, testing};
+use warden_policy::{Outcome, PolicySet, PolicySource, RuleResult, SourceResult, lint, testing};
 
 #[derive(Subcommand)]
 pub(crate) enum PolicyCommand {
-    /// Strictly validate policies and warn about rules that can never decide.
+    /// Strictly validate policies (Warden rules, Rego and Cedar sources) and
+    /// warn about rules that can never decide.
     Lint {
         /// Policy files or directories.
         #[arg(required = true)]
@@ -17,7 +18,7 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         deny_warnings: bool,
     },
-    /// Run policy unit tests (`*_test.yaml`); prints `N passed, M failed`.
+    /// Run policy unit tests (`*_test.yaml` cases and Rego `test_` rules); prints `N passed, M failed`.
     Test {
         /// Test files or directories containing them.
         #[arg(required = true)]
@@ -49,8 +50,9 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
                 println!("{f}");
             }
             println!(
-                "{} rules from {} policies, default {}: {} warnings",
+                "{} rules{} from {} policies, default {}: {} warnings",
                 set.rules().len(),
+                sources_summary(&set),
                 set.names().len(),
                 set.default_verdict(),
                 findings.len()
@@ -112,24 +114,49 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
                     t.rule.priority, t.rule.id, t.rule.origin
                 );
             }
-            for t in &ex.rego {
+            for t in &ex.sources {
                 let what = match &t.result {
-                    RegoResult::Decided { verdict, reasons } if reasons.is_empty() => {
-                        format!("DECIDED -> {verdict}")
+                    SourceResult::Decided {
+                        verdict,
+                        reasons,
+                        rule_ids,
+                        ..
+                    } => {
+                        let by = match t.source {
+                            PolicySource::Cedar(_) => format!(" by {}", rule_ids.join(", ")),
+                            PolicySource::Rego(_) => String::new(),
+                        };
+                        if reasons.is_empty() {
+                            format!("DECIDED -> {verdict}{by}")
+                        } else {
+                            format!("DECIDED -> {verdict}{by}: {}", reasons.join("; "))
+                        }
                     }
-                    RegoResult::Decided { verdict, reasons } => {
-                        format!("DECIDED -> {verdict}: {}", reasons.join("; "))
-                    }
-                    RegoResult::Undefined => "undefined: no decision".to_owned(),
-                    RegoResult::Error { kind, message } => {
+                    SourceResult::Undefined => match t.source {
+                        PolicySource::Rego(_) => "undefined: no decision".to_owned(),
+                        PolicySource::Cedar(_) => "no applicable policy: no decision".to_owned(),
+                    },
+                    SourceResult::Error { kind, message } => {
                         format!("ERROR -> deny ({kind}): {message}")
                     }
                 };
+                let detail = match t.source {
+                    PolicySource::Rego(r) => format!("query {}", r.query()),
+                    PolicySource::Cedar(c) => format!(
+                        "{} policies{}",
+                        c.policies().len(),
+                        if c.has_schema() {
+                            ", schema-validated"
+                        } else {
+                            ", no schema"
+                        }
+                    ),
+                };
                 println!(
-                    "  [rego] {:<39} {what}   ({}, query {})",
+                    "  [{}] {:<38} {what}   ({}, {detail})",
+                    t.source.kind(),
                     t.source.id(),
                     t.source.origin(),
-                    t.source.query()
                 );
             }
             let d = set.to_decision(&ex.evaluation);
@@ -140,10 +167,15 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
                     set.default_origin()
                 ),
                 Outcome::Failed { kind, .. } => format!("evaluation failed closed ({kind})"),
-                Outcome::Sources { rule, rego } => {
+                Outcome::Sources { rule, sources } => {
                     let mut who: Vec<String> =
                         rule.iter().map(|r| format!("rule `{}`", r.id)).collect();
-                    who.extend(rego.iter().map(|d| format!("`{}`", d.source.id())));
+                    who.extend(sources.iter().map(|d| match d.source {
+                        PolicySource::Cedar(_) => {
+                            format!("`{}` (policies {})", d.source.id(), d.rule_ids.join(", "))
+                        }
+                        PolicySource::Rego(_) => format!("`{}`", d.source.id()),
+                    }));
                     format!(
                         "{} gave the most restrictive verdict (deny overrides across sources)",
                         who.join(" and ")
@@ -155,4 +187,35 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
             Ok(crate::check::exit_code(d.verdict))
         }
     }
+}
+
+/// `, 1 Rego source, 1 Cedar source (5 policies)` — empty without sources.
+fn sources_summary(set: &PolicySet) -> String {
+    let rego = set
+        .sources()
+        .iter()
+        .filter(|s| s.as_rego().is_some())
+        .count();
+    let cedar: Vec<usize> = set
+        .sources()
+        .iter()
+        .filter_map(PolicySource::as_cedar)
+        .map(|c| c.policies().len())
+        .collect();
+    let mut out = String::new();
+    if rego > 0 {
+        out.push_str(&format!(
+            ", {rego} Rego source{}",
+            if rego == 1 { "" } else { "s" }
+        ));
+    }
+    if !cedar.is_empty() {
+        out.push_str(&format!(
+            ", {} Cedar source{} ({} policies)",
+            cedar.len(),
+            if cedar.len() == 1 { "" } else { "s" },
+            cedar.iter().sum::<usize>()
+        ));
+    }
+    out
 }

@@ -31,7 +31,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8> {
         listen: args.listen,
         policy: args.policy,
         data_dir: args.data_dir,
-        durability: args.durability.map(crate::check::DurabilityArg::into_durability),
+        durability: args
+            .durability
+            .map(crate::check::DurabilityArg::into_durability),
     };
     let config = ServerConfig::resolve(args.config.as_deref(), |k| std::env::var(k).ok(), flags)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

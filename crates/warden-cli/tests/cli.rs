@@ -234,7 +234,8 @@ fn bench_prints_json_lines() {
     assert!(names.contains(&"policy-1000/match-last".to_owned()));
     assert!(names.contains(&"policy-cel".to_owned()));
     assert!(names.contains(&"rego-100/match-last".to_owned()));
-    assert_eq!(names.len(), 11);
+    assert!(names.contains(&"cedar-100/match-last".to_owned()));
+    assert_eq!(names.len(), 13);
 }
 
 #[test]

@@ -128,6 +128,12 @@ pub struct Action {
     pub args: Map<String, Value>,
     /// Caller-supplied context (the AGT evaluation context lives here).
     pub context: Map<String, Value>,
+    /// Proof of the agent's identity for the identity stage: a session
+    /// credential from a handshake, or a signed invocation envelope (compact
+    /// JWS). Absent from the wire form when `None`; never written to the
+    /// audit log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl Action {
@@ -153,6 +159,7 @@ impl Action {
             tool,
             args: Map::new(),
             context: Map::new(),
+            credential: None,
         })
     }
 
@@ -185,6 +192,13 @@ impl Action {
         self
     }
 
+    /// Sets the identity credential (session credential or signed envelope).
+    #[must_use]
+    pub fn with_credential(mut self, credential: impl Into<String>) -> Self {
+        self.credential = Some(credential.into());
+        self
+    }
+
     /// The targeted tool, if any (always `Some` at tool points).
     pub fn tool(&self) -> Option<&str> {
         self.tool.as_deref()
@@ -205,6 +219,8 @@ struct RawAction {
     args: Map<String, Value>,
     #[serde(default)]
     context: Map<String, Value>,
+    #[serde(default)]
+    credential: Option<String>,
 }
 
 fn default_point() -> Point {
@@ -218,6 +234,7 @@ impl TryFrom<RawAction> for Action {
         action.session = raw.session;
         action.args = raw.args;
         action.context = raw.context;
+        action.credential = raw.credential;
         Ok(action)
     }
 }
@@ -258,6 +275,20 @@ mod tests {
         assert!(parse(r#"{"agent":"a","tool":"t","point":"pre_tool"}"#).is_err());
         assert!(parse(r#"{"agent":"a","tool":"t","args":[1]}"#).is_err());
         assert!(parse(r#"{"tool":"t"}"#).is_err());
+    }
+
+    #[test]
+    fn credential_is_optional_and_round_trips() {
+        let a = parse(r#"{"agent":"a","tool":"t"}"#).unwrap();
+        assert!(a.credential.is_none());
+        // Absent when None: existing wire JSON is unchanged.
+        assert!(!serde_json::to_string(&a).unwrap().contains("credential"));
+        let b = parse(r#"{"agent":"a","tool":"t","credential":"wsc1.x"}"#).unwrap();
+        assert_eq!(b.credential.as_deref(), Some("wsc1.x"));
+        let back: Action = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(a.with_credential("c").credential.as_deref(), Some("c"));
+        assert!(parse(r#"{"agent":"a","tool":"t","credential":5}"#).is_err());
     }
 
     #[test]

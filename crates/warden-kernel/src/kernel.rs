@@ -67,6 +67,7 @@ pub struct KernelBuilder {
     approvals: Option<Approvals>,
     stages: Vec<Box<dyn Stage>>,
     args_mode: ArgsMode,
+    observe_kills: bool,
 }
 
 impl KernelBuilder {
@@ -74,11 +75,10 @@ impl KernelBuilder {
     /// (`killswitch.json`) and the audit log (`audit/`) with the given
     /// durability. Kill changes other processes make are audited here too.
     pub fn data_dir(
-        mut self,
+        self,
         dir: &std::path::Path,
         durability: warden_audit::Durability,
     ) -> Result<Self, KernelError> {
-        let kill = KillSwitch::open(dir, Duration::from_millis(10))?;
         let log = warden_audit::AuditLog::<AuditEvent>::open(
             dir,
             warden_audit::AuditConfig {
@@ -90,27 +90,15 @@ impl KernelBuilder {
             },
         )
         .map_err(|e| KernelError::Audit(e.to_string()))?;
-        let sink: Arc<dyn AuditSink> = Arc::new(log);
-        let observed = Arc::clone(&sink);
-        kill.observe(move |change| {
-            let event = match change {
-                warden_runtime::KillChange::Killed(target, k) => AuditEvent::Kill {
-                    ts_ms: k.at_ms,
-                    target,
-                    reason: k.reason,
-                    by: k.by,
-                },
-                warden_runtime::KillChange::Lifted(target) => AuditEvent::Unkill {
-                    ts_ms: now_ms(),
-                    target,
-                    by: None,
-                },
-            };
-            // The kill is in force either way; a failing log fails the next decision.
-            let _ = observed.append(event);
-        });
-        self.kill = Some(kill);
-        self.audit = Some(sink);
+        Ok(self.kill_dir(dir)?.audit(Arc::new(log)))
+    }
+
+    /// Shares the kill switch in `dir` (`killswitch.json`) with every other
+    /// process using it; kills they make are audited by this kernel's sink
+    /// (whichever store it is, see [`KernelBuilder::audit`]).
+    pub fn kill_dir(mut self, dir: &std::path::Path) -> Result<Self, KernelError> {
+        self.kill = Some(KillSwitch::open(dir, Duration::from_millis(10))?);
+        self.observe_kills = true;
         Ok(self)
     }
 
@@ -155,6 +143,11 @@ impl KernelBuilder {
         let set = policy.current();
         let quotas = Arc::new(ArcSwap::from_pointee(QuotaBook::new(set.quotas())));
         let kill = self.kill.unwrap_or_else(KillSwitch::in_memory);
+        if self.observe_kills
+            && let Some(sink) = &self.audit
+        {
+            observe_kills(&kill, Arc::clone(sink));
+        }
         let mut stages = self.stages;
         stages.push(Box::new(KillStage(kill.clone())));
         stages.push(Box::new(QuotaStage(Arc::clone(&quotas))));
@@ -176,6 +169,27 @@ impl KernelBuilder {
         })?;
         Ok(kernel)
     }
+}
+
+/// Audits kill switch changes other processes make (seen by the file watcher).
+fn observe_kills(kill: &KillSwitch, sink: Arc<dyn AuditSink>) {
+    kill.observe(move |change| {
+        let event = match change {
+            warden_runtime::KillChange::Killed(target, k) => AuditEvent::Kill {
+                ts_ms: k.at_ms,
+                target,
+                reason: k.reason,
+                by: k.by,
+            },
+            warden_runtime::KillChange::Lifted(target) => AuditEvent::Unkill {
+                ts_ms: now_ms(),
+                target,
+                by: None,
+            },
+        };
+        // The kill is in force either way; a failing log fails the next decision.
+        let _ = sink.append(event);
+    });
 }
 
 /// The enforcement pipeline. `Send + Sync`; share it with `Arc`.
@@ -214,6 +228,7 @@ impl Kernel {
             approvals: None,
             stages: Vec::new(),
             args_mode: ArgsMode::Digest,
+            observe_kills: false,
         }
     }
 

@@ -6,10 +6,12 @@
 //! Decisions never error: a stage that cannot decide, an evaluation error, an
 //! unwritable audit log — each becomes a deny with a reason.
 
+mod identity;
 mod kernel;
 mod record;
 mod stage;
 
+pub use identity::{IdentityStage, TrustFeed};
 pub use kernel::{ArgsMode, Kernel, KernelBuilder, KernelError, Outcome};
 pub use record::{ActionBody, AuditEvent, AuditSink};
 pub use stage::{KillStage, QuotaStage, Stage, StageOrder, Stop};

@@ -92,6 +92,20 @@ pub enum AuditEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
+    /// An MCP server offered a tool whose definition differs from the one
+    /// pinned on first sight (a rug-pull); the MCP gateway blocks the tool.
+    McpToolChanged {
+        /// Unix ms.
+        ts_ms: u64,
+        /// The upstream server's label.
+        server: String,
+        /// The tool.
+        tool: String,
+        /// `sha256:` digest of the pinned definition.
+        pinned: String,
+        /// `sha256:` digest of the definition now offered.
+        seen: String,
+    },
     /// A policy set was loaded or reloaded.
     PolicyLoaded {
         /// Unix ms.
@@ -158,6 +172,10 @@ pub trait AuditSink: Send + Sync {
     fn append(&self, event: AuditEvent) -> Result<(), String>;
     /// Waits until everything handed over is durable.
     fn flush(&self) -> Result<(), String>;
+    /// Records handed over but not yet durable, when the sink can tell.
+    fn backlog(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl AuditSink for warden_audit::AuditLog<AuditEvent> {
@@ -171,6 +189,10 @@ impl AuditSink for warden_audit::AuditLog<AuditEvent> {
         warden_audit::AuditLog::flush(self)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn backlog(&self) -> Option<u64> {
+        Some(self.len().saturating_sub(self.durable_len()))
     }
 }
 

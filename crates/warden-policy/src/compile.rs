@@ -1,11 +1,13 @@
 //! Turns parsed documents into compiled rules, checking everything the schema cannot.
 
+use crate::cedar::CedarSource;
 use crate::condition::Condition;
 use crate::duration::parse_duration;
+use crate::engines::{PolicySource, Resolve};
 use crate::error::{Origin, PolicyError};
 use crate::pattern::NameSet;
 use crate::quota::Quota;
-use crate::rego::{RegoSource, Resolve};
+use crate::rego::RegoSource;
 use crate::rule::{OnError, RateLimit, Rule, RuleSource};
 use crate::source::{AgtDoc, PolicyDoc, QuotaDoc, RuleDoc};
 use cel::Env;
@@ -19,7 +21,8 @@ pub(crate) struct Compiled {
     pub default: Option<(Verdict, Origin)>,
     pub rules: Vec<Rule>,
     pub quotas: Vec<Quota>,
-    pub rego: Vec<RegoSource>,
+    /// Rego and Cedar sources, in the order written.
+    pub sources: Vec<PolicySource>,
 }
 
 fn at<T>(file: &Path, s: &Spanned<T>) -> Origin {
@@ -119,22 +122,31 @@ pub(crate) fn compile_policy(
     for (i, q) in doc.quotas.into_iter().enumerate() {
         quotas.push(compile_quota(file, i, q)?);
     }
-    let mut rego = Vec::new();
+    let mut sources = Vec::new();
     if let Some(r) = &doc.rego {
-        rego.push(RegoSource::compile(
+        sources.push(PolicySource::Rego(Box::new(RegoSource::compile(
             at(file, r),
             &r.value.modules,
             &r.value.data,
             &r.value.query,
             resolve,
-        )?);
+        )?)));
+    }
+    if let Some(c) = &doc.cedar {
+        sources.push(PolicySource::Cedar(Box::new(CedarSource::compile(
+            at(file, c),
+            &c.value.policies,
+            c.value.schema.as_deref(),
+            c.value.entities.as_deref(),
+            resolve,
+        )?)));
     }
     Ok(Compiled {
         name: doc.name.value,
         default,
         rules,
         quotas,
-        rego,
+        sources,
     })
 }
 
@@ -474,7 +486,7 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
         default: Some(default),
         rules,
         quotas,
-        rego: Vec::new(),
+        sources: Vec::new(),
     })
 }
 

@@ -30,9 +30,11 @@
 //! ```
 
 mod agt_condition;
+mod cedar;
 mod compile;
 mod condition;
 mod duration;
+mod engines;
 mod error;
 mod fast;
 mod handle;
@@ -47,13 +49,15 @@ mod source;
 pub mod testing;
 pub mod workloads;
 
+pub use cedar::{CedarPolicy, CedarSource, CedarWarning};
 pub use compile::AGT_APPROVAL_TIMEOUT_MS;
 pub use condition::{MAX_COMPREHENSION_DEPTH, MAX_CONDITION_BYTES, MAX_INPUT_DEPTH, VARIABLES};
+pub use engines::{PolicySource, SourceDecision, SourceResult, SourceTrace};
 pub use error::{Origin, PolicyError};
 pub use handle::PolicyHandle;
 pub use load::{Source, is_test_file};
 pub use quota::{Quota, QuotaOrigin, QuotaScope};
-pub use rego::{RegoDecision, RegoResult, RegoSource, RegoTrace};
+pub use rego::{RegoSource, RegoTest};
 pub use rule::{OnError, RateLimit, Rule, RuleSource};
 pub use set::{Evaluation, Explanation, Limits, Outcome, PolicySet, RuleResult, Trace};
 pub use source::{AGT_API_VERSION, MAX_SOURCE_BYTES, WARDEN_API_VERSION};

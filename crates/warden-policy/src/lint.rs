@@ -1,5 +1,6 @@
 //! `warden policy lint`: findings that load fine but are probably mistakes.
 
+use crate::engines::PolicySource;
 use crate::rule::Rule;
 use crate::set::PolicySet;
 use std::fmt;
@@ -9,9 +10,10 @@ use std::fmt;
 pub struct Finding {
     /// `file:line:col` of the rule.
     pub origin: String,
-    /// Rule id.
+    /// Rule id (a Cedar policy id, or the Cedar source id for source-wide findings).
     pub rule: String,
-    /// Short code: `shadowed` or `never-matches`.
+    /// Short code: `shadowed` or `never-matches` (Warden rules);
+    /// `never-applies`, `unvalidated` or `cedar-validator` (Cedar policies).
     pub code: &'static str,
     /// Explanation.
     pub message: String,
@@ -70,6 +72,20 @@ pub fn lint(set: &PolicySet) -> Vec<Finding> {
                 ),
             ));
             continue;
+        }
+    }
+    for cedar in set.sources().iter().filter_map(PolicySource::as_cedar) {
+        for w in cedar.warnings() {
+            out.push(Finding {
+                origin: w.origin.to_string(),
+                rule: if w.policy.is_empty() {
+                    cedar.id().to_owned()
+                } else {
+                    w.policy.clone()
+                },
+                code: w.code,
+                message: w.message.clone(),
+            });
         }
     }
     out

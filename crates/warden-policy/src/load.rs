@@ -23,11 +23,12 @@ pub(crate) fn is_yaml(path: &Path) -> bool {
     )
 }
 
-/// Whether an in-memory source is a Rego module or data file rather than a policy.
+/// Whether an in-memory source is a file a `rego:` or `cedar:` block refers
+/// to (module, data, policies, schema, entities) rather than a policy.
 fn is_aux(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
-        Some("rego" | "json")
+        Some("rego" | "json" | "cedar" | "cedarschema")
     )
 }
 
@@ -142,8 +143,9 @@ impl PolicySet {
         let mut quotas = Vec::new();
         let mut names = Vec::new();
         let mut default: Option<(warden_core::Verdict, Origin)> = None;
-        let mut rego = Vec::new();
-        // `*.rego` and `*.json` sources are files a `rego:` block refers to, not policies.
+        let mut external = Vec::new();
+        // `*.rego`, `*.json`, `*.cedar` and `*.cedarschema` sources are files a
+        // `rego:` or `cedar:` block refers to, not policies.
         let (aux, sources): (Vec<&Source>, Vec<&Source>) =
             sources.iter().partition(|s| is_aux(&s.label));
         if sources.is_empty() {
@@ -154,11 +156,7 @@ impl PolicySet {
             hasher.update(s.text.as_bytes());
             let mut extra: Vec<String> = Vec::new();
             let mut resolve = |origin: &Origin, field: &str, rel: &str| {
-                let path = origin
-                    .file
-                    .parent()
-                    .map(|d| d.join(rel))
-                    .unwrap_or_else(|| PathBuf::from(rel));
+                let path = crate::engines::beside(origin, rel);
                 let text = match aux.iter().find(|a| a.label == path) {
                     Some(a) => a.text.clone(),
                     None => read_source(&path).map_err(|e| match e {
@@ -188,7 +186,7 @@ impl PolicySet {
                 hasher.update((t.len() as u64).to_be_bytes());
                 hasher.update(t.as_bytes());
             }
-            rego.extend(compiled.rego);
+            external.extend(compiled.sources);
             names.push(compiled.name);
             rules.extend(compiled.rules);
             quotas.extend(compiled.quotas);
@@ -202,7 +200,7 @@ impl PolicySet {
             default.ok_or_else(|| PolicyError::NoPolicy("no default verdict".to_owned()))?;
         let hash = format!("sha256:{}", hex::encode(hasher.finalize()));
         PolicySet::build(rules, quotas, default, default_origin, hash, names, env)
-            .map(|set| set.with_rego(rego))
+            .and_then(|set| set.with_sources(external))
     }
 
     /// Compiles a single YAML text (label `<inline>`).

@@ -5,6 +5,7 @@
 //! parsed and compiled once at load into a prototype engine; each thread that
 //! evaluates the set clones the prototype once (lazily) and reuses it.
 
+use crate::engines::{Resolve, SourceResult, beside};
 use crate::error::{Origin, PolicyError};
 use regorus::{Engine, LimitError, Value};
 use std::cell::RefCell;
@@ -31,50 +32,6 @@ impl std::fmt::Debug for RegoSource {
             .finish_non_exhaustive()
     }
 }
-
-/// What one Rego source made of an action.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegoResult {
-    /// The query produced a verdict.
-    Decided {
-        /// The verdict (allow, warn or deny).
-        verdict: Verdict,
-        /// Reasons the policy gave (may be empty).
-        reasons: Vec<String>,
-    },
-    /// The query was undefined: no decision from this source.
-    Undefined,
-    /// Evaluation failed (engine error, ill-typed result, limit hit): a deny.
-    Error {
-        /// The reserved reason.
-        kind: RuntimeError,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-/// One Rego source's decision, as carried by an [`Outcome`](crate::Outcome).
-#[derive(Debug, Clone)]
-pub struct RegoDecision<'p> {
-    /// The source.
-    pub source: &'p RegoSource,
-    /// Its verdict.
-    pub verdict: Verdict,
-    /// Its reasons.
-    pub reasons: Vec<String>,
-}
-
-/// One line of an explanation for a Rego source.
-#[derive(Debug, Clone)]
-pub struct RegoTrace<'p> {
-    /// The source.
-    pub source: &'p RegoSource,
-    /// What it returned.
-    pub result: RegoResult,
-}
-
-/// Resolves a path named in a `rego:` block to its text.
-pub(crate) type Resolve<'a> = dyn FnMut(&Origin, &str, &str) -> Result<String, PolicyError> + 'a;
 
 impl RegoSource {
     /// The rule id used for this source's decisions: `rego:<first module path>`.
@@ -124,11 +81,7 @@ impl RegoSource {
         for (i, m) in modules.iter().enumerate() {
             let field = format!("rego.modules[{i}]");
             let text = resolve(&origin, &field, m)?;
-            let file = origin
-                .file
-                .parent()
-                .map(|d| d.join(m))
-                .unwrap_or_else(|| m.into());
+            let file = beside(&origin, m);
             proto
                 .add_policy(file.display().to_string(), text)
                 .map_err(|e| rego_error(&file, &e.to_string()))?;
@@ -136,11 +89,7 @@ impl RegoSource {
         for (i, d) in data.iter().enumerate() {
             let field = format!("rego.data[{i}]");
             let text = resolve(&origin, &field, d)?;
-            let file = origin
-                .file
-                .parent()
-                .map(|p| p.join(d))
-                .unwrap_or_else(|| d.into());
+            let file = beside(&origin, d);
             let value = Value::from_json_str(&text).map_err(|e| {
                 PolicyError::invalid(Origin::new(&file, 0, 0), "document", e.to_string())
             })?;
@@ -168,7 +117,7 @@ impl RegoSource {
     }
 
     /// Evaluates the query with `input`, bounded by `deadline`.
-    pub(crate) fn eval(&self, input: &Value, deadline: Duration) -> RegoResult {
+    pub(crate) fn eval(&self, input: &Value, deadline: Duration) -> SourceResult {
         let cell = self
             .engines
             .get_or(|| RefCell::new(self.engine_for(deadline)));
@@ -185,16 +134,16 @@ impl RegoSource {
         e
     }
 
-    fn run(&self, engine: &mut Engine, input: &Value, deadline: Duration) -> RegoResult {
+    fn run(&self, engine: &mut Engine, input: &Value, deadline: Duration) -> SourceResult {
         set_timer(engine, deadline);
         engine.set_input(input.clone());
         let started = std::time::Instant::now();
         let result = engine.eval_rule(self.query.clone());
         if started.elapsed() > deadline {
-            return RegoResult::Error {
-                kind: RuntimeError::BudgetExceeded,
-                message: format!("{}: evaluation exceeded the {deadline:?} deadline", self.id),
-            };
+            return SourceResult::error(
+                RuntimeError::BudgetExceeded,
+                format!("{}: evaluation exceeded the {deadline:?} deadline", self.id),
+            );
         }
         match result {
             Ok(v) => interpret(&self.id, &v),
@@ -204,12 +153,91 @@ impl RegoSource {
                 } else {
                     RuntimeError::EvaluationError
                 };
-                RegoResult::Error {
-                    kind,
-                    message: format!("{}: {e}", self.id),
-                }
+                SourceResult::error(kind, format!("{}: {e}", self.id))
             }
         }
+    }
+}
+
+/// The result of one Rego `test_` rule (see [`RegoSource::run_tests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegoTest {
+    /// The rule path, e.g. `data.warden.test_shell_denied`.
+    pub name: String,
+    /// The module and line of the (first) definition.
+    pub origin: Origin,
+    /// `None` when the rule evaluated to `true`, else what it gave.
+    pub failure: Option<String>,
+}
+
+impl RegoSource {
+    /// Runs every `test_*` rule of the source's modules like `opa test`:
+    /// each is evaluated on its own (no input; tests set it with `with
+    /// input as ...`) and passes when its value is `true`. Undefined, any
+    /// other value or an error fails it. Each test gets `deadline`.
+    pub fn run_tests(&self, deadline: Duration) -> Vec<RegoTest> {
+        let mut engine = self.proto.clone();
+        let mut found: Vec<(String, Origin)> = Vec::new();
+        for m in engine.get_modules() {
+            let Ok(pkg) = regorus::utils::get_path_string(&m.package.refr, Some("data")) else {
+                continue;
+            };
+            for rule in &m.policy {
+                let refr = match rule.as_ref() {
+                    regorus::unstable::Rule::Spec {
+                        head:
+                            regorus::unstable::RuleHead::Compr { refr, .. }
+                            | regorus::unstable::RuleHead::Set { refr, .. },
+                        ..
+                    } => refr,
+                    _ => continue,
+                };
+                let Ok(path) = regorus::utils::get_path_string(refr, None) else {
+                    continue;
+                };
+                if !path
+                    .split('.')
+                    .next()
+                    .is_some_and(|n| n.starts_with("test_"))
+                {
+                    continue;
+                }
+                let name = format!("{pkg}.{path}");
+                if found.iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                let span = rule.span();
+                let origin = Origin::new(
+                    std::path::Path::new(span.source.get_path()),
+                    u64::from(span.line),
+                    u64::from(span.col),
+                );
+                found.push((name, origin));
+            }
+        }
+        found
+            .into_iter()
+            .map(|(name, origin)| {
+                set_timer(&mut engine, deadline);
+                engine.set_input(Value::Undefined);
+                let failure = match engine.eval_rule(name.clone()) {
+                    Ok(Value::Bool(true)) => None,
+                    Ok(Value::Undefined) => {
+                        Some("undefined (a test passes when it is true)".to_owned())
+                    }
+                    Ok(other) => Some(format!(
+                        "gave {} (a test passes when it is true)",
+                        other.to_json_str().unwrap_or_default()
+                    )),
+                    Err(e) => Some(format!("error: {e}")),
+                };
+                RegoTest {
+                    name,
+                    origin,
+                    failure,
+                }
+            })
+            .collect()
     }
 }
 
@@ -226,7 +254,7 @@ fn set_timer(engine: &mut Engine, deadline: Duration) {
     });
 }
 
-fn verdict_of(id: &str, s: &str) -> Result<Verdict, RegoResult> {
+fn verdict_of(id: &str, s: &str) -> Result<Verdict, SourceResult> {
     match s {
         "allow" => Ok(Verdict::Allow),
         "warn" => Ok(Verdict::Warn),
@@ -244,18 +272,15 @@ fn verdict_of(id: &str, s: &str) -> Result<Verdict, RegoResult> {
     }
 }
 
-fn bad(id: &str, message: String) -> RegoResult {
-    RegoResult::Error {
-        kind: RuntimeError::EvaluationError,
-        message: format!("{id}: {message}"),
-    }
+fn bad(id: &str, message: String) -> SourceResult {
+    SourceResult::error(RuntimeError::EvaluationError, format!("{id}: {message}"))
 }
 
-/// Maps a query result to a [`RegoResult`] following the documented contract.
-fn interpret(id: &str, v: &Value) -> RegoResult {
-    let decided = |verdict, reasons| RegoResult::Decided { verdict, reasons };
+/// Maps a query result to a [`SourceResult`] following the documented contract.
+fn interpret(id: &str, v: &Value) -> SourceResult {
+    let decided = |verdict, reasons| SourceResult::decided(verdict, reasons, id);
     match v {
-        Value::Undefined => RegoResult::Undefined,
+        Value::Undefined => SourceResult::Undefined,
         Value::Bool(true) => decided(Verdict::Allow, Vec::new()),
         Value::Bool(false) => decided(Verdict::Deny, Vec::new()),
         Value::String(s) => match verdict_of(id, s) {

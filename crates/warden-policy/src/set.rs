@@ -1,9 +1,9 @@
 //! The compiled policy set: rules indexed by (point, tool), evaluated in rank order.
 
 use crate::condition::{ActionVars, Condition, MAX_INPUT_DEPTH, json_nodes, within_depth};
+use crate::engines::{Inputs, PolicySource, SourceDecision, SourceResult, SourceTrace};
 use crate::error::{Origin, PolicyError};
 use crate::quota::{Quota, QuotaOrigin};
-use crate::rego::{RegoDecision, RegoResult, RegoSource, RegoTrace, input_of};
 use crate::rule::{OnError, Rule};
 use cel::{Context, Env};
 use rustc_hash::FxHashMap;
@@ -53,8 +53,8 @@ pub struct PolicySet {
     names: Vec<String>,
     env: Arc<Env>,
     limits: Limits,
-    /// Rego sources, in load order.
-    rego: Vec<RegoSource>,
+    /// Rego and Cedar sources, in load order.
+    sources: Vec<PolicySource>,
 }
 
 /// How an evaluation ended.
@@ -73,13 +73,13 @@ pub enum Outcome<'p> {
         /// What went wrong.
         detail: String,
     },
-    /// Rego sources decided (possibly alongside a Warden rule): the most
-    /// restrictive verdict won; these are the sources that gave it.
+    /// Rego or Cedar sources decided (possibly alongside a Warden rule): the
+    /// most restrictive verdict won; these are the sources that gave it.
     Sources {
         /// The Warden rule that gave the same verdict, if one did.
         rule: Option<&'p Rule>,
-        /// The Rego sources that gave the winning verdict.
-        rego: Vec<RegoDecision<'p>>,
+        /// The Rego and Cedar sources that gave the winning verdict.
+        sources: Vec<SourceDecision<'p>>,
     },
 }
 
@@ -106,9 +106,9 @@ impl Evaluation<'_> {
                 });
                 v
             }
-            Outcome::Sources { rule, rego } => {
+            Outcome::Sources { rule, sources } => {
                 let mut v: Vec<String> = rule.iter().map(|r| r.reason.clone()).collect();
-                for d in rego {
+                for d in sources {
                     if d.reasons.is_empty() {
                         v.push(format!("{} decided {}", d.source.id(), d.verdict));
                     } else {
@@ -125,20 +125,29 @@ impl Evaluation<'_> {
         match &self.outcome {
             Outcome::Rule(r) => vec![r.id.clone()],
             Outcome::Failed { rule: Some(r), .. } => vec![r.id.clone()],
-            Outcome::Sources { rule, rego } => rule
+            Outcome::Sources { rule, sources } => rule
                 .iter()
                 .map(|r| r.id.clone())
-                .chain(rego.iter().map(|d| d.source.id().to_owned()))
+                .chain(sources.iter().flat_map(|d| d.rule_ids.iter().cloned()))
                 .collect(),
             _ => Vec::new(),
         }
     }
 
-    /// Obligations of the deciding rule.
+    /// Obligations of the deciding rule; when no Warden rule shares the
+    /// verdict, those of the first deciding source that has any (a Cedar
+    /// escalation's approval), as the first matching Warden rule's would be.
     pub fn obligations(&self) -> &[Obligation] {
         match &self.outcome {
             Outcome::Rule(r) => &r.obligations,
             Outcome::Sources { rule: Some(r), .. } => &r.obligations,
+            Outcome::Sources {
+                rule: None,
+                sources,
+            } => sources
+                .iter()
+                .find(|d| !d.obligations.is_empty())
+                .map_or(&[], |d| &d.obligations),
             _ => &[],
         }
     }
@@ -182,8 +191,8 @@ pub struct Explanation<'p> {
     pub evaluation: Evaluation<'p>,
     /// Candidate rules in evaluation order, all evaluated (no short-circuit).
     pub traces: Vec<Trace<'p>>,
-    /// What each Rego source returned, in load order (all evaluated).
-    pub rego: Vec<RegoTrace<'p>>,
+    /// What each Rego and Cedar source returned, in load order (all evaluated).
+    pub sources: Vec<SourceTrace<'p>>,
     /// Rules the index excluded without evaluating (other points or tools).
     pub not_considered: usize,
 }
@@ -251,7 +260,7 @@ impl PolicySet {
         Ok(PolicySet {
             rules,
             quotas,
-            rego: Vec::new(),
+            sources: Vec::new(),
             index,
             default,
             default_origin,
@@ -262,10 +271,30 @@ impl PolicySet {
         })
     }
 
-    /// Adds the compiled Rego sources (evaluated in this order).
-    pub(crate) fn with_rego(mut self, rego: Vec<RegoSource>) -> Self {
-        self.rego = rego;
-        self
+    /// Adds the compiled Rego and Cedar sources (evaluated in this order).
+    /// Cedar policy ids join the rule ids, so they must not collide with
+    /// Warden rule ids or each other.
+    pub(crate) fn with_sources(mut self, sources: Vec<PolicySource>) -> Result<Self, PolicyError> {
+        let mut seen: HashMap<&str, &Origin> = self
+            .rules
+            .iter()
+            .map(|r| (r.id.as_str(), &r.origin))
+            .collect();
+        for p in sources
+            .iter()
+            .filter_map(PolicySource::as_cedar)
+            .flat_map(|c| c.policies())
+        {
+            if let Some(first) = seen.insert(p.id.as_str(), &p.origin) {
+                return Err(PolicyError::invalid(
+                    p.origin.clone(),
+                    "cedar @id",
+                    format!("duplicate rule id `{}` (first defined at {first})", p.id),
+                ));
+            }
+        }
+        self.sources = sources;
+        Ok(self)
     }
 
     /// Replaces the evaluation bounds.
@@ -305,9 +334,9 @@ impl PolicySet {
         &self.rules
     }
 
-    /// Rego sources, in load order.
-    pub fn rego_sources(&self) -> &[RegoSource] {
-        &self.rego
+    /// Rego and Cedar sources, in load order.
+    pub fn sources(&self) -> &[PolicySource] {
+        &self.sources
     }
 
     /// Declared quotas and rule limits, for the quota stage.
@@ -436,18 +465,18 @@ impl PolicySet {
     }
 
     /// Decides `action`: the first candidate Warden rule in rank order that
-    /// matches decides for the rules; each Rego source decides or abstains;
+    /// matches decides for the rules; each Rego or Cedar source decides or abstains;
     /// the most restrictive verdict among the deciders wins (deny overrides
     /// across sources); if nothing decides, the default applies. Any
     /// evaluation failure is a deny.
     pub fn evaluate(&self, action: &Action) -> Evaluation<'_> {
-        if self.rego.is_empty() {
+        if self.sources.is_empty() {
             return self.evaluate_rules(action);
         }
         self.combine(action, self.evaluate_rules(action))
     }
 
-    /// Folds the Rego sources' results into the Warden rules' evaluation.
+    /// Folds the Rego and Cedar sources' results into the Warden rules' evaluation.
     #[inline(never)]
     fn combine<'p>(&'p self, action: &Action, e: Evaluation<'p>) -> Evaluation<'p> {
         let rule = match e.outcome {
@@ -459,26 +488,30 @@ impl PolicySet {
         if rule.is_some() && e.verdict == Verdict::Deny {
             return e;
         }
-        let input = match input_of(action) {
-            Ok(v) => v,
-            Err(detail) => return rego_failure(RuntimeError::InvalidAction, detail),
-        };
+        let mut inputs = Inputs::new(action);
         let mut decided = Vec::new();
-        for source in &self.rego {
-            match source.eval(&input, self.limits.deadline) {
-                RegoResult::Decided { verdict, reasons } => decided.push(RegoDecision {
+        for source in &self.sources {
+            match source.eval(&mut inputs, self.limits.deadline) {
+                SourceResult::Decided {
+                    verdict,
+                    reasons,
+                    rule_ids,
+                    obligations,
+                } => decided.push(SourceDecision {
                     source,
                     verdict,
                     reasons,
+                    rule_ids,
+                    obligations,
                 }),
-                RegoResult::Undefined => {}
-                RegoResult::Error { kind, message } => return rego_failure(kind, message),
+                SourceResult::Undefined => {}
+                SourceResult::Error { kind, message } => return source_failure(kind, message),
             }
         }
-        let Some(rego_max) = decided.iter().map(|d| d.verdict).max() else {
+        let Some(sources_max) = decided.iter().map(|d| d.verdict).max() else {
             return e;
         };
-        let verdict = rule.map_or(rego_max, |r| r.effect.max(rego_max));
+        let verdict = rule.map_or(sources_max, |r| r.effect.max(sources_max));
         decided.retain(|d| d.verdict == verdict);
         let rule = rule.filter(|r| r.effect == verdict);
         match (rule, decided.is_empty()) {
@@ -490,7 +523,7 @@ impl PolicySet {
                 verdict,
                 outcome: Outcome::Sources {
                     rule,
-                    rego: decided,
+                    sources: decided,
                 },
             },
         }
@@ -616,25 +649,20 @@ impl PolicySet {
             true
         });
         let not_considered = self.rules.len() - traces.len();
-        let mut rego = Vec::with_capacity(self.rego.len());
-        if !self.rego.is_empty() {
-            let input = input_of(action);
-            for source in &self.rego {
-                let result = match &input {
-                    Ok(v) => source.eval(v, self.limits.deadline),
-                    Err(message) => RegoResult::Error {
-                        kind: RuntimeError::InvalidAction,
-                        message: message.clone(),
-                    },
-                };
-                rego.push(RegoTrace { source, result });
-            }
-        }
+        let mut inputs = Inputs::new(action);
+        let sources = self
+            .sources
+            .iter()
+            .map(|source| SourceTrace {
+                source,
+                result: source.eval(&mut inputs, self.limits.deadline),
+            })
+            .collect();
         Explanation {
             evaluation,
             traces,
             not_considered,
-            rego,
+            sources,
         }
     }
 
@@ -656,7 +684,7 @@ impl PolicySet {
     }
 }
 
-fn rego_failure<'p>(kind: RuntimeError, detail: String) -> Evaluation<'p> {
+fn source_failure<'p>(kind: RuntimeError, detail: String) -> Evaluation<'p> {
     Evaluation {
         verdict: Verdict::Deny,
         outcome: Outcome::Failed {

@@ -54,6 +54,20 @@ pub(crate) struct PolicyDoc {
     pub quotas: Vec<Spanned<QuotaDoc>>,
     #[serde(default)]
     pub rego: Option<Spanned<RegoDoc>>,
+    #[serde(default)]
+    pub cedar: Option<Spanned<CedarDoc>>,
+}
+
+/// A `cedar:` block: `.cedar` policy files, an optional schema and entities
+/// document (paths relative to the policy file).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CedarDoc {
+    pub policies: Vec<String>,
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub entities: Option<String>,
 }
 
 /// A `rego:` block: Rego modules and data (paths relative to the policy file) and the query.

@@ -15,7 +15,13 @@
 //!     reason_contains: destructive   # optional
 //!     obligations: []                # optional: the exact obligation list
 //! ```
+//!
+//! The same cases cover Rego and Cedar sources (the decision is the
+//! combined one). Besides, every `test_*` rule in the modules of a `rego:`
+//! block of the loaded policies runs like `opa test`: it passes when it
+//! evaluates to `true`.
 
+use crate::engines::PolicySource;
 use crate::error::{Origin, PolicyError};
 use crate::load::expand;
 use crate::set::PolicySet;
@@ -65,20 +71,56 @@ pub fn run(paths: &[PathBuf]) -> Result<TestReport, PolicyError> {
             files.push(p.clone());
         }
     }
-    if files.is_empty() {
-        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        return Err(PolicyError::NoPolicy(format!(
-            "no test files (*_test.yaml) under {}",
-            shown.join(", ")
-        )));
-    }
     let mut cache: HashMap<Vec<PathBuf>, PolicySet> = HashMap::new();
     let mut report = TestReport::default();
+    let no_files = || {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        PolicyError::NoPolicy(format!(
+            "no test files (*_test.yaml) or Rego `test_` rules under {}",
+            shown.join(", ")
+        ))
+    };
+    if files.is_empty() {
+        // No YAML suites: the paths may still hold policies whose Rego
+        // modules carry `test_` rules.
+        let set = PolicySet::load(paths).map_err(|_| no_files())?;
+        cache.insert(paths.to_vec(), set);
+    }
     for file in files {
         run_file(&file, &mut cache, &mut report)?;
     }
+    run_rego_tests(&cache, &mut report);
+    if report.cases.is_empty() {
+        return Err(no_files());
+    }
     Ok(report)
 }
+
+/// Runs the `test_` rules of every Rego source of the loaded sets, once per
+/// source (a source loaded by several suites is tested once).
+fn run_rego_tests(cache: &HashMap<Vec<PathBuf>, PolicySet>, report: &mut TestReport) {
+    let mut sets: Vec<(&Vec<PathBuf>, &PolicySet)> = cache.iter().collect();
+    sets.sort_by(|a, b| a.0.cmp(b.0));
+    let mut done: Vec<&Origin> = Vec::new();
+    for (_, set) in sets {
+        for rego in set.sources().iter().filter_map(PolicySource::as_rego) {
+            if done.contains(&rego.origin()) {
+                continue;
+            }
+            done.push(rego.origin());
+            for t in rego.run_tests(REGO_TEST_DEADLINE) {
+                report.cases.push(CaseResult {
+                    origin: t.origin,
+                    name: format!("rego {}", t.name),
+                    failure: t.failure,
+                });
+            }
+        }
+    }
+}
+
+/// Wall-clock bound for one Rego test rule (tests may do more work than a decision).
+const REGO_TEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn run_file(
     file: &Path,

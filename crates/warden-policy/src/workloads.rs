@@ -69,6 +69,57 @@ pub fn rego_n(n: usize) -> Result<PolicySet, crate::PolicyError> {
     ])
 }
 
+/// `cedar-N` policies: the `policy-N` rules in Cedar. Rule *i* is a
+/// `forbid` if i % 3 == 0 else a `permit`, scoped to `Action::"action_i"`,
+/// with `@id("rule_i")`; no applicable policy means no decision (the Warden
+/// `default: deny` then applies).
+pub fn cedar_n_policies(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        let effect = if i % 3 == 0 { "forbid" } else { "permit" };
+        let _ = writeln!(
+            s,
+            "@id(\"rule_{i}\")\n{effect}(principal, action == Action::\"action_{i}\", resource);"
+        );
+    }
+    s
+}
+
+/// The schema the `cedar-N` policies are validated against: every
+/// `action_i` applies to an `Agent` acting on a `Tool`.
+pub fn cedar_n_schema(n: usize) -> String {
+    let mut s = String::from("entity Agent;\nentity Tool;\nentity Point;\n");
+    let names: Vec<String> = (0..n).map(|i| format!("\"action_{i}\"")).collect();
+    let _ = writeln!(
+        s,
+        "action {} appliesTo {{ principal: [Agent], resource: [Tool], context: {{ point: String }} }};",
+        names.join(", ")
+    );
+    s
+}
+
+/// The Warden policy file wrapping `cedar_n_policies` (as `bench.cedar`,
+/// schema `bench.cedarschema` beside it).
+pub const CEDAR_N_POLICY: &str = "apiVersion: warden.dev/v1\nkind: Policy\nname: cedar-bench\ndefault: deny\ncedar:\n  policies: [bench.cedar]\n  schema: bench.cedarschema\n";
+
+/// The compiled `cedar-N` set (in-memory sources under `cedar-bench/`).
+pub fn cedar_n(n: usize) -> Result<PolicySet, crate::PolicyError> {
+    PolicySet::from_sources(&[
+        Source {
+            label: PathBuf::from("cedar-bench/policy.yaml"),
+            text: CEDAR_N_POLICY.to_owned(),
+        },
+        Source {
+            label: PathBuf::from("cedar-bench/bench.cedar"),
+            text: cedar_n_policies(n),
+        },
+        Source {
+            label: PathBuf::from("cedar-bench/bench.cedarschema"),
+            text: cedar_n_schema(n),
+        },
+    ])
+}
+
 /// An action for `tool` with a small, typical argument object.
 pub fn action_for(tool: &str) -> Result<Action, ActionError> {
     let mut args = serde_json::Map::new();
@@ -126,6 +177,16 @@ pub fn all() -> Result<Vec<Workload>, WorkloadError> {
     out.push(Workload {
         name: "rego-100/no-match".to_owned(),
         set: rego_n(100)?,
+        action: action_for("unknown_tool")?,
+    });
+    out.push(Workload {
+        name: "cedar-100/match-last".to_owned(),
+        set: cedar_n(100)?,
+        action: action_for("action_99")?,
+    });
+    out.push(Workload {
+        name: "cedar-100/no-match".to_owned(),
+        set: cedar_n(100)?,
         action: action_for("unknown_tool")?,
     });
     Ok(out)

@@ -16,7 +16,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -42,7 +41,7 @@ pub const ROUTES: [(&str, &str); 15] = [
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
-    ("get", "/", ),
+    ("get", "/"),
 ];
 
 /// The OpenAPI 3.1 document served at `/openapi.json`.
@@ -58,8 +57,8 @@ pub struct AppState {
     pub admin: AdminAuth,
     /// Request limits.
     pub limits: crate::config::Limits,
-    /// Where the file audit log lives (for head and proofs).
-    pub data_dir: PathBuf,
+    /// Read access to the audit store (head and proofs).
+    pub(crate) audit: crate::store::AuditAccess,
     /// Audit durability: in `sync` mode a decision blocks on the disk.
     pub durability: Durability,
     /// Reloads the policy (paths, or none for the built-in pack).
@@ -71,7 +70,7 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("data_dir", &self.data_dir)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -216,7 +215,11 @@ fn route_label(path: Option<&str>) -> &'static str {
 /// approval wait the caller asked for, itself capped).
 async fn observe_and_bound(State(s): St, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = route_label(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let route = route_label(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     let wait = if route == "/v1/decide" {
         wait_ms_of(req.uri().query()).min(s.limits.max_wait_ms)
     } else {
@@ -237,7 +240,10 @@ async fn observe_and_bound(State(s): St, req: Request, next: Next) -> Response {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("request bodies are limited to {} bytes", s.limits.max_body_bytes),
+            format!(
+                "request bodies are limited to {} bytes",
+                s.limits.max_body_bytes
+            ),
         )
         .into_response()
     } else {
@@ -500,13 +506,14 @@ async fn reload(State(s): St) -> Result<Response, ApiError> {
 }
 
 async fn audit_head(State(s): St) -> Result<Response, ApiError> {
-    let dir = s.data_dir.clone();
     // The writer signs a head every N records or T ms; flush first so the head covers every decision returned so far.
-    let kernel = Arc::clone(&s.kernel);
+    let st = Arc::clone(&s);
     let head = tokio::task::spawn_blocking(move || {
-        kernel.flush().map_err(|e| ApiError::internal(e.to_string()))?;
-        warden_audit::LogReader::open(&dir)
-            .and_then(|mut r| r.latest_sth())
+        st.kernel
+            .flush()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        st.audit
+            .head()
             .map_err(|e| ApiError::internal(e.to_string()))
     })
     .await
@@ -525,11 +532,12 @@ async fn audit_proof(State(s): St, Path(index): Path<String>) -> Result<Response
     let index: u64 = index.parse().map_err(|_| {
         ApiError::bad_request("invalid_index", format!("`{index}` is not a record index"))
     })?;
-    let dir = s.data_dir.clone();
-    let kernel = Arc::clone(&s.kernel);
+    let st = Arc::clone(&s);
     let bundle = tokio::task::spawn_blocking(move || {
-        kernel.flush().map_err(|e| ApiError::internal(e.to_string()))?;
-        warden_audit::prove_inclusion(&dir, index).map_err(|e| match e {
+        st.kernel
+            .flush()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        st.audit.prove(index).map_err(|e| match e {
             warden_audit::AuditError::OutOfRange(m) => {
                 ApiError::new(StatusCode::NOT_FOUND, "out_of_range", m)
             }

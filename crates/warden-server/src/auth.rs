@@ -176,7 +176,11 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = std::fs::metadata(&p).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "token file must not be group/world readable");
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "token file must not be group/world readable"
+            );
         }
         assert!(a.check(&bearer(&token)).is_ok());
         // A second start reads the same token.

@@ -25,6 +25,7 @@ mod metrics;
 mod pack;
 mod reload;
 mod serve;
+mod store;
 
 pub use api::{OPENAPI, ROUTES};
 pub use auth::{AdminAuth, AuthError, MIN_TOKEN_LEN, TokenSource};
@@ -36,3 +37,4 @@ pub use metrics::{MAX_TOOL_LABELS, Metrics};
 pub use pack::default_pack;
 pub use reload::{DEBOUNCE, PolicySource, ReloadError, Reloader};
 pub use serve::{DRAIN, MAX_CONNECTIONS, RunningServer, ServerError};
+pub use store::StoreError;

@@ -26,7 +26,10 @@ const FILES: [(&str, &str); 6] = [
         "shell.yaml",
         include_str!("../../../policies/default/shell.yaml"),
     ),
-    ("sql.yaml", include_str!("../../../policies/default/sql.yaml")),
+    (
+        "sql.yaml",
+        include_str!("../../../policies/default/sql.yaml"),
+    ),
 ];
 
 /// The label prefix error messages and `/readyz` show for built-in files.

@@ -3,9 +3,10 @@
 
 use crate::api::{AppState, router};
 use crate::auth::{AdminAuth, AuthError, TokenSource};
-use crate::config::{AuditStore, ServerConfig};
+use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::reload::{PolicySource, Reloader};
+use crate::store::AuditAccess;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
@@ -45,9 +46,12 @@ pub enum ServerError {
     /// The policy watcher failed to start.
     #[error("watching policy files: {0}")]
     Watch(#[from] notify::Error),
-    /// The configured audit store is not available in this build.
-    #[error("audit store: {0}")]
-    Store(String),
+    /// The configured audit store failed to open.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A startup task failed.
+    #[error("startup: {0}")]
+    Startup(String),
 }
 
 /// A running sidecar.
@@ -67,7 +71,9 @@ impl std::fmt::Debug for RunningServer {
     }
 }
 
-fn build_kernel(config: &ServerConfig) -> Result<(Arc<Kernel>, PolicySource), ServerError> {
+fn build_kernel(
+    config: &ServerConfig,
+) -> Result<(Arc<Kernel>, PolicySource, AuditAccess), ServerError> {
     let (handle, source) = if config.policy.is_empty() {
         let set = PolicySet::from_sources(&crate::pack::default_pack())?;
         (PolicyHandle::new(set), PolicySource::Builtin)
@@ -77,29 +83,18 @@ fn build_kernel(config: &ServerConfig) -> Result<(Arc<Kernel>, PolicySource), Se
             PolicySource::Paths(config.policy.clone()),
         )
     };
-    match &config.audit {
-        AuditStore::File => {}
-        AuditStore::Postgres { .. } => {
-            return Err(ServerError::Store(
-                "the PostgreSQL store is not wired into `warden serve` yet; use the file store"
-                    .to_owned(),
-            ));
-        }
-    }
-    let kernel = Kernel::builder(handle)
-        .data_dir(&config.data_dir, config.durability)?
-        .build()?;
-    Ok((Arc::new(kernel), source))
+    let (builder, access) = crate::store::open(Kernel::builder(handle), config)?;
+    Ok((Arc::new(builder.build()?), source, access))
 }
 
 impl RunningServer {
     /// Opens the kernel and starts serving on `config.listen` (port 0 picks a free port).
     pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-        let (kernel, source) = {
+        let (kernel, source, audit) = {
             let c = config.clone();
             tokio::task::spawn_blocking(move || build_kernel(&c))
                 .await
-                .map_err(|e| ServerError::Store(format!("startup task: {e}")))??
+                .map_err(|e| ServerError::Startup(e.to_string()))??
         };
         let admin = match &config.admin_token {
             Some(t) => AdminAuth::from_token(t)?,
@@ -126,17 +121,18 @@ impl RunningServer {
             metrics,
             admin,
             limits: config.limits.clone(),
-            data_dir: config.data_dir.clone(),
+            audit,
             durability: config.durability,
             reloader,
             ready: AtomicBool::new(true),
         });
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -225,7 +221,10 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watc
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the drain period; closing them");
     }
 }

@@ -129,7 +129,10 @@ async fn send(
         .await
         .unwrap();
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", "x");
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "x");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -143,7 +146,13 @@ async fn send(
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     Reply {
         status,
         content_type,
@@ -215,17 +224,42 @@ async fn bad_requests_get_named_errors_and_never_a_decision() {
     })
     .await;
     let cases: Vec<(Vec<u8>, &[(&str, &str)], StatusCode, &str)> = vec![
-        (b"{not json".to_vec(), &[JSON], StatusCode::BAD_REQUEST, "invalid_action"),
+        (
+            b"{not json".to_vec(),
+            &[JSON],
+            StatusCode::BAD_REQUEST,
+            "invalid_action",
+        ),
         (
             br#"{"agent":"a","tool":"t","argz":{}}"#.to_vec(),
             &[JSON],
             StatusCode::BAD_REQUEST,
             "invalid_action",
         ),
-        (br#"{"agent":"","tool":"t"}"#.to_vec(), &[JSON], StatusCode::BAD_REQUEST, "invalid_action"),
-        (br#"{"agent":"a"}"#.to_vec(), &[JSON], StatusCode::BAD_REQUEST, "invalid_action"),
-        (br#"[]"#.to_vec(), &[JSON], StatusCode::BAD_REQUEST, "invalid_action"),
-        (Vec::new(), &[JSON], StatusCode::BAD_REQUEST, "invalid_action"),
+        (
+            br#"{"agent":"","tool":"t"}"#.to_vec(),
+            &[JSON],
+            StatusCode::BAD_REQUEST,
+            "invalid_action",
+        ),
+        (
+            br#"{"agent":"a"}"#.to_vec(),
+            &[JSON],
+            StatusCode::BAD_REQUEST,
+            "invalid_action",
+        ),
+        (
+            br#"[]"#.to_vec(),
+            &[JSON],
+            StatusCode::BAD_REQUEST,
+            "invalid_action",
+        ),
+        (
+            Vec::new(),
+            &[JSON],
+            StatusCode::BAD_REQUEST,
+            "invalid_action",
+        ),
         (
             br#"{"agent":"a","tool":"t"}"#.to_vec(),
             &[("content-type", "text/plain")],
@@ -239,7 +273,11 @@ async fn bad_requests_get_named_errors_and_never_a_decision() {
             "unsupported_media_type",
         ),
         (
-            format!(r#"{{"agent":"a","tool":"t","args":{{"x":"{}"}}}}"#, "x".repeat(10_000)).into_bytes(),
+            format!(
+                r#"{{"agent":"a","tool":"t","args":{{"x":"{}"}}}}"#,
+                "x".repeat(10_000)
+            )
+            .into_bytes(),
             &[JSON],
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -255,10 +293,28 @@ async fn bad_requests_get_named_errors_and_never_a_decision() {
         assert!(v.get("verdict").is_none(), "an error is never a decision");
     }
     // The unknown field is named.
-    let r = send(h.addr, "POST", "/v1/decide", &[JSON], br#"{"agent":"a","tool":"t","argz":{}}"#.to_vec()).await;
-    assert!(r.json()["message"].as_str().unwrap().contains("argz"), "{}", r.text());
+    let r = send(
+        h.addr,
+        "POST",
+        "/v1/decide",
+        &[JSON],
+        br#"{"agent":"a","tool":"t","argz":{}}"#.to_vec(),
+    )
+    .await;
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("argz"),
+        "{}",
+        r.text()
+    );
     // Unknown query parameters are refused too (a typo in wait_ms must not silently not wait).
-    let r = send(h.addr, "POST", "/v1/decide?wiat_ms=5", &[JSON], br#"{"agent":"a","tool":"t"}"#.to_vec()).await;
+    let r = send(
+        h.addr,
+        "POST",
+        "/v1/decide?wiat_ms=5",
+        &[JSON],
+        br#"{"agent":"a","tool":"t"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     let r = get(h.addr, "/v1/nope", false).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -283,7 +339,10 @@ async fn admin_endpoints_need_the_token_and_kills_apply_to_the_next_decision() {
         ("/v1/kill", json!({"agent": "bot", "reason": "r"})),
         ("/v1/unkill", json!({"agent": "bot"})),
         ("/v1/reload", json!({})),
-        ("/v1/approvals/x", json!({"approve": true, "approver": "alice"})),
+        (
+            "/v1/approvals/x",
+            json!({"approve": true, "approver": "alice"}),
+        ),
     ] {
         let r = post(h.addr, path, body.clone(), false).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
@@ -297,8 +356,14 @@ async fn admin_endpoints_need_the_token_and_kills_apply_to_the_next_decision() {
         .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
     }
-    assert_eq!(get(h.addr, "/v1/approvals", false).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(get(h.addr, "/v1/kill", false).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(h.addr, "/v1/approvals", false).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(h.addr, "/v1/kill", false).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // Nothing got killed by the refused requests.
     assert_eq!(decide(h.addr, act.clone()).await["verdict"], "allow");
 
@@ -323,18 +388,39 @@ async fn admin_endpoints_need_the_token_and_kills_apply_to_the_next_decision() {
     assert_eq!(r.json()["agents"]["bot"]["reason"], "runaway loop");
     let d = decide(h.addr, act.clone()).await;
     assert_eq!(d["verdict"], "deny");
-    assert!(d["reasons"][0].as_str().unwrap().starts_with("killed:agent"), "{d}");
+    assert!(
+        d["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("killed:agent"),
+        "{d}"
+    );
     // Other agents are unaffected.
     let other = json!({"agent": "other", "tool": "sql.query", "args": {"query": "SELECT 1"}});
     assert_eq!(decide(h.addr, other).await["verdict"], "allow");
-    assert_eq!(get(h.addr, "/v1/kill", true).await.json()["agents"]["bot"]["by"], "oncall");
-    let r = post(h.addr, "/v1/unkill", json!({"agent": "bot", "by": "oncall"}), true).await;
+    assert_eq!(
+        get(h.addr, "/v1/kill", true).await.json()["agents"]["bot"]["by"],
+        "oncall"
+    );
+    let r = post(
+        h.addr,
+        "/v1/unkill",
+        json!({"agent": "bot", "by": "oncall"}),
+        true,
+    )
+    .await;
     assert_eq!(r.json(), json!({"lifted": true}));
     assert_eq!(decide(h.addr, act.clone()).await["verdict"], "allow");
     let r = post(h.addr, "/v1/unkill", json!({"agent": "bot"}), true).await;
     assert_eq!(r.json(), json!({"lifted": false}));
     // Kill everything.
-    post(h.addr, "/v1/kill", json!({"all": true, "reason": "incident"}), true).await;
+    post(
+        h.addr,
+        "/v1/kill",
+        json!({"all": true, "reason": "incident"}),
+        true,
+    )
+    .await;
     assert_eq!(decide(h.addr, act.clone()).await["verdict"], "deny");
     post(h.addr, "/v1/unkill", json!({"all": true}), true).await;
     assert_eq!(decide(h.addr, act).await["verdict"], "allow");
@@ -371,9 +457,21 @@ async fn escalations_wait_for_an_approver_and_time_out_into_deny() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Only a listed approver may answer; an empty approver is refused.
-    let r = post(addr, &format!("/v1/approvals/{id}"), json!({"approve": true, "approver": "mallory"}), true).await;
+    let r = post(
+        addr,
+        &format!("/v1/approvals/{id}"),
+        json!({"approve": true, "approver": "mallory"}),
+        true,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
-    let r = post(addr, &format!("/v1/approvals/{id}"), json!({"approve": true, "approver": " "}), true).await;
+    let r = post(
+        addr,
+        &format!("/v1/approvals/{id}"),
+        json!({"approve": true, "approver": " "}),
+        true,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = post(
         addr,
@@ -388,13 +486,25 @@ async fn escalations_wait_for_an_approver_and_time_out_into_deny() {
     assert_eq!(answered["verdict"], "allow", "{answered}");
     assert_eq!(answered["decision_id"].as_str().unwrap(), id);
     // A second answer conflicts; an unknown id is 404.
-    let r = post(addr, &format!("/v1/approvals/{id}"), json!({"approve": false, "approver": "alice"}), true).await;
+    let r = post(
+        addr,
+        &format!("/v1/approvals/{id}"),
+        json!({"approve": false, "approver": "alice"}),
+        true,
+    )
+    .await;
     assert!(
         r.status == StatusCode::CONFLICT || r.status == StatusCode::NOT_FOUND,
         "a resolved approval cannot be answered again: {}",
         r.status
     );
-    let r = post(addr, "/v1/approvals/nope", json!({"approve": true, "approver": "alice"}), true).await;
+    let r = post(
+        addr,
+        "/v1/approvals/nope",
+        json!({"approve": true, "approver": "alice"}),
+        true,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     // A denial and a timeout both end in deny.
@@ -413,9 +523,17 @@ async fn escalations_wait_for_an_approver_and_time_out_into_deny() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    post(addr, &format!("/v1/approvals/{id}"), json!({"approve": false, "approver": "alice"}), true).await;
+    post(
+        addr,
+        &format!("/v1/approvals/{id}"),
+        json!({"approve": false, "approver": "alice"}),
+        true,
+    )
+    .await;
     assert_eq!(waiting.await.unwrap().json()["verdict"], "deny");
-    let timed_out = post(addr, "/v1/decide?wait_ms=200", pay, false).await.json();
+    let timed_out = post(addr, "/v1/decide?wait_ms=200", pay, false)
+        .await
+        .json();
     assert_eq!(timed_out["verdict"], "deny", "{timed_out}");
     h.stop().await;
 }
@@ -468,14 +586,21 @@ async fn outcomes_and_decisions_are_in_the_audit_log_with_proofs() {
         &warden_audit::VerifyOptions::default(),
     )
     .unwrap();
-    assert_eq!(report.unsigned_records, 0, "shutdown signs the tail: {report:?}");
+    assert_eq!(
+        report.unsigned_records, 0,
+        "shutdown signs the tail: {report:?}"
+    );
     assert!(report.records >= size);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_decisions_and_bound_tool_labels() {
     let h = start().await;
-    decide(h.addr, json!({"agent": "a", "tool": "sql.query", "args": {"query": "DROP x"}})).await;
+    decide(
+        h.addr,
+        json!({"agent": "a", "tool": "sql.query", "args": {"query": "DROP x"}}),
+    )
+    .await;
     for i in 0..(warden_server::MAX_TOOL_LABELS + 20) {
         decide(h.addr, json!({"agent": "a", "tool": format!("tool.{i}")})).await;
     }
@@ -487,8 +612,14 @@ async fn metrics_count_decisions_and_bound_tool_labels() {
         .lines()
         .find(|l| l.starts_with("warden_decisions_total{") && l.contains("tool=\"sql.query\""))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(line.contains("verdict=\"deny\"") && line.ends_with(" 1"), "{line}");
-    assert!(text.contains("tool=\"other\""), "label cardinality is bounded");
+    assert!(
+        line.contains("verdict=\"deny\"") && line.ends_with(" 1"),
+        "{line}"
+    );
+    assert!(
+        text.contains("tool=\"other\""),
+        "label cardinality is bounded"
+    );
     let series = text
         .lines()
         .filter(|l| l.starts_with("warden_decisions_total{"))
@@ -526,24 +657,41 @@ async fn hot_reload_swaps_good_policies_and_keeps_the_old_one_on_errors() {
     assert_eq!(decide(addr, act.clone()).await["verdict"], "allow");
     let file = h.policy_dir().join("p.yaml");
     // A broken edit: rejected, the old policy keeps deciding.
-    std::fs::write(&file, POLICY.replace("effect: allow\n  - id: pay", "effect: alow\n  - id: pay")).unwrap();
+    std::fs::write(
+        &file,
+        POLICY.replace("effect: allow\n  - id: pay", "effect: alow\n  - id: pay"),
+    )
+    .unwrap();
     let r = post(addr, "/v1/reload", json!({}), true).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
     let msg = r.json()["message"].as_str().unwrap().to_owned();
     assert!(msg.contains("p.yaml") && msg.contains("alow"), "{msg}");
     eventually("the watcher rejects the broken file", async || {
-        get(addr, "/metrics", false).await.text().contains("result=\"rejected\"")
+        get(addr, "/metrics", false)
+            .await
+            .text()
+            .contains("result=\"rejected\"")
     })
     .await;
     assert_eq!(decide(addr, act.clone()).await["verdict"], "allow");
     // A good edit is picked up by the watcher without a signal.
-    std::fs::write(&file, POLICY.replace("  - id: sql\n    tools: [sql.query]\n    effect: allow", "  - id: sql\n    tools: [sql.query]\n    effect: warn")).unwrap();
+    std::fs::write(
+        &file,
+        POLICY.replace(
+            "  - id: sql\n    tools: [sql.query]\n    effect: allow",
+            "  - id: sql\n    tools: [sql.query]\n    effect: warn",
+        ),
+    )
+    .unwrap();
     eventually("the watcher loads the new policy", async || {
         decide(addr, act.clone()).await["verdict"] == "warn"
     })
     .await;
     let ready = get(addr, "/readyz", false).await.json();
-    assert_eq!(ready["policy_hash"].as_str().unwrap(), h.kernel().policy().hash());
+    assert_eq!(
+        ready["policy_hash"].as_str().unwrap(),
+        h.kernel().policy().hash()
+    );
     // Deleting every policy file is also an error, never "no policy".
     std::fs::remove_file(&file).unwrap();
     let r = post(addr, "/v1/reload", json!({}), true).await;
@@ -562,7 +710,9 @@ async fn slow_clients_are_cut_off() {
     .await;
     // Headers that never finish: the connection is closed.
     let mut s = TcpStream::connect(h.addr).await.unwrap();
-    s.write_all(b"POST /v1/decide HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    s.write_all(b"POST /v1/decide HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "server kept a half-sent request open");
@@ -657,7 +807,14 @@ async fn the_openapi_document_describes_exactly_the_served_routes() {
     // Every listed route is really routed (not 404/405), with or without auth.
     for (method, path) in &served {
         let path = path.replace("{id}", "x").replace("{index}", "0");
-        let r = send(h.addr, &method.to_uppercase(), &path, &[JSON, AUTH], b"{}".to_vec()).await;
+        let r = send(
+            h.addr,
+            &method.to_uppercase(),
+            &path,
+            &[JSON, AUTH],
+            b"{}".to_vec(),
+        )
+        .await;
         assert!(
             r.status != StatusCode::NOT_FOUND || r.json()["error"] != "not_found",
             "{method} {path} is not routed"
@@ -668,7 +825,10 @@ async fn the_openapi_document_describes_exactly_the_served_routes() {
     let text = doc.to_string();
     for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
         let name = piece.split('"').next().unwrap();
-        assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "dangling $ref {name}"
+        );
     }
     // The Decision schema lists the fields a real Decision has.
     let d = decide(h.addr, json!({"agent": "a", "tool": "tool.x"})).await;
@@ -703,8 +863,25 @@ async fn refuses_to_start_without_a_valid_policy_and_drains_on_shutdown() {
         )
         .unwrap();
         let e = RunningServer::start(config).await.unwrap_err().to_string();
-        assert!(e.contains(&policy.file_name().unwrap().to_string_lossy().into_owned()), "{e}");
+        assert!(
+            e.contains(&policy.file_name().unwrap().to_string_lossy().into_owned()),
+            "{e}"
+        );
     }
+    // A weak admin token from the environment is a startup error, not an open admin API.
+    let mut weak = ServerConfig::resolve(
+        None,
+        |k| (k == "WARDEN_ADMIN_TOKEN").then(|| "short".to_owned()),
+        Overrides {
+            listen: Some("127.0.0.1:0".to_owned()),
+            data_dir: Some(dir.path().join("data1")),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    weak.watch = false;
+    let e = RunningServer::start(weak).await.unwrap_err().to_string();
+    assert!(e.contains("WARDEN_ADMIN_TOKEN"), "{e}");
     // The built-in pack serves with no policy configured.
     let config = ServerConfig::resolve(
         None,
@@ -720,11 +897,13 @@ async fn refuses_to_start_without_a_valid_policy_and_drains_on_shutdown() {
     let addr = server.local_addr();
     let d = decide(
         addr,
-        serde_json::from_str(&std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/actions/drop-table.json"
-        ))
-        .unwrap())
+        serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../examples/actions/drop-table.json"
+            ))
+            .unwrap(),
+        )
         .unwrap(),
     )
     .await;
@@ -735,7 +914,14 @@ async fn refuses_to_start_without_a_valid_policy_and_drains_on_shutdown() {
     // The generated admin token works.
     let token = std::fs::read_to_string(dir.path().join("data2/admin.token")).unwrap();
     let auth = format!("Bearer {}", token.trim());
-    let r = send(addr, "GET", "/v1/kill", &[("authorization", &auth)], Vec::new()).await;
+    let r = send(
+        addr,
+        "GET",
+        "/v1/kill",
+        &[("authorization", &auth)],
+        Vec::new(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     server.shutdown().await.unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "stopped listening");

@@ -1,0 +1,323 @@
+//! `warden mcp`: the MCP gateway in front of a stdio MCP server.
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use warden_mcp::{Gateway, PinStore, ServerCommand};
+
+/// `warden mcp` arguments.
+#[derive(clap::Args)]
+pub(crate) struct McpArgs {
+    /// Policy files or directories (repeatable). Required: the gateway never runs without a policy.
+    #[arg(long = "policy", short = 'p', required_unless_present = "echo_server", num_args = 1..)]
+    policy: Vec<PathBuf>,
+    /// Keep the kill switch, the audit log and the tool pins in this directory
+    /// (without it, pins last as long as the process and nothing is audited).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Audit durability with --data-dir.
+    #[arg(long, value_enum, default_value_t = crate::check::DurabilityArg::Sync)]
+    durability: crate::check::DurabilityArg,
+    /// The agent id calls are decided for.
+    #[arg(long, default_value = warden_mcp::DEFAULT_AGENT)]
+    agent: String,
+    /// Label of the server in pins and action context (default: the command line).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Largest message accepted from either side, in bytes.
+    #[arg(long, default_value_t = warden_mcp::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// Longest wait for an approver on an escalated call, in seconds (the
+    /// rule's own timeout applies when shorter).
+    #[arg(long, default_value_t = warden_mcp::DEFAULT_APPROVAL_WAIT.as_secs())]
+    approval_wait_secs: u64,
+    /// The stdio MCP server to run: `warden mcp --policy p.yaml -- npx server ...`.
+    #[arg(last = true, required_unless_present_any = ["echo_server", "upstream"], conflicts_with = "upstream", num_args = 1..)]
+    command: Vec<OsString>,
+    /// Front a Streamable HTTP MCP server at this `http://` URL (instead of a
+    /// stdio command); the gateway serves Streamable HTTP on --listen, same path.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Where the HTTP gateway listens (with --upstream).
+    #[arg(long, default_value = "127.0.0.1:8090", requires = "upstream")]
+    listen: String,
+    /// Instead of a gateway, be a minimal stdio MCP server with one tool,
+    /// `echo` (the upstream of `warden bench mcp`).
+    #[arg(long, hide = true)]
+    echo_server: bool,
+}
+
+pub(crate) fn run(args: McpArgs) -> Result<u8> {
+    if args.echo_server {
+        echo_server()?;
+        return Ok(0);
+    }
+    let policy = warden_policy::PolicyHandle::load(&args.policy)?;
+    let label = args.server_name.clone().unwrap_or_else(|| match &args.upstream {
+        Some(url) => url.clone(),
+        None => args
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    });
+    let (kernel, gateway) = match &args.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            let durability = match args.durability {
+                crate::check::DurabilityArg::Sync => warden_audit::Durability::Sync,
+                crate::check::DurabilityArg::Batched => warden_audit::Durability::Batched,
+            };
+            let (kernel, sink) = warden_mcp::kernel_on_data_dir(policy, dir, durability)?;
+            let kernel = Arc::new(kernel);
+            let gw = Gateway::new(Arc::clone(&kernel), &args.agent, &label)
+                .with_pins(PinStore::open(dir)?)
+                .with_audit(sink);
+            (kernel, gw)
+        }
+        None => {
+            let kernel = Arc::new(warden_kernel::Kernel::builder(policy).build()?);
+            (
+                Arc::clone(&kernel),
+                Gateway::new(kernel, &args.agent, &label),
+            )
+        }
+    };
+    let gateway = Arc::new(
+        gateway
+            .with_max_message_bytes(args.max_message_bytes)
+            .with_approval_wait(std::time::Duration::from_secs(args.approval_wait_secs)),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let served = match &args.upstream {
+        Some(url) => runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let path = url
+                .parse::<hyper::Uri>()
+                .map(|u| u.path().to_owned())
+                .unwrap_or_default();
+            eprintln!(
+                "warden mcp: gateway for agent `{}` listening on http://{}{path} in front of {url}",
+                args.agent,
+                listener.local_addr()?
+            );
+            warden_mcp::serve_http(gateway, url, listener)
+                .await
+                .map_err(anyhow::Error::from)
+        }),
+        None => {
+            let Some((program, rest)) = args.command.split_first() else {
+                bail!("no MCP server command given (after `--`)");
+            };
+            let cmd = ServerCommand {
+                program: program.clone(),
+                args: rest.to_vec(),
+            };
+            eprintln!(
+                "warden mcp: gateway for agent `{}` in front of `{label}`",
+                args.agent
+            );
+            runtime
+                .block_on(warden_mcp::serve_stdio(
+                    gateway,
+                    cmd,
+                    tokio::io::stdin(),
+                    tokio::io::stdout(),
+                ))
+                .map_err(anyhow::Error::from)
+        }
+    };
+    kernel.flush()?;
+    // stdin readers may still block on the OS: do not wait for them.
+    runtime.shutdown_background();
+    served?;
+    Ok(0)
+}
+
+/// A minimal MCP server on stdio: `initialize`, `ping`, `tools/list` with one
+/// tool `echo`, and `tools/call` echoing `arguments.text`.
+fn echo_server() -> Result<()> {
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lines() {
+        let msg: Value = match serde_json::from_str(&line?) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        let Some(id) = msg.get("id").cloned() else {
+            continue;
+        };
+        let result = match msg.get("method").and_then(Value::as_str) {
+            Some("initialize") => json!({
+                "protocolVersion": msg["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "warden-echo", "version": env!("CARGO_PKG_VERSION")}
+            }),
+            Some("tools/list") => json!({"tools": [{
+                "name": "echo",
+                "description": "Echoes `text`.",
+                "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}
+            }]}),
+            Some("tools/call") => json!({"content": [{
+                "type": "text",
+                "text": msg["params"]["arguments"]["text"].as_str().unwrap_or_default()
+            }]}),
+            _ => json!({}),
+        };
+        serde_json::to_writer(
+            &mut out,
+            &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        )?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// A stdio MCP client over a child process, one request at a time.
+struct Client {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    line: String,
+}
+
+impl Client {
+    fn spawn(program: &std::path::Path, args: &[&std::ffi::OsStr]) -> Result<Client> {
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("child stdio not captured");
+        };
+        let mut c = Client {
+            child,
+            input,
+            output: std::io::BufReader::new(output),
+            line: String::new(),
+        };
+        c.rpc(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#)?;
+        c.input
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")?;
+        c.rpc(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)?;
+        Ok(c)
+    }
+
+    /// Sends one request line and reads the answer line.
+    fn rpc(&mut self, request: &[u8]) -> Result<&str> {
+        self.input.write_all(request)?;
+        self.input.write_all(b"\n")?;
+        self.input.flush()?;
+        self.line.clear();
+        if self.output.read_line(&mut self.line)? == 0 {
+            bail!("the server closed its output");
+        }
+        Ok(&self.line)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Round-trip latencies (ns, sorted) of `tools/call echo` for `budget`.
+fn round_trips(client: &mut Client, budget: std::time::Duration) -> Result<Vec<u64>> {
+    let call = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}"#;
+    // Warm up (first listing by the gateway, page cache, branch predictors).
+    for _ in 0..200 {
+        client.rpc(call)?;
+    }
+    let mut samples = Vec::new();
+    let end = std::time::Instant::now() + budget;
+    while std::time::Instant::now() < end || samples.len() < 1000 {
+        let t = std::time::Instant::now();
+        let answer = client.rpc(call)?;
+        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if !answer.contains("hello") || answer.contains("isError") {
+            bail!("unexpected answer: {answer}");
+        }
+        samples.push(ns);
+    }
+    samples.sort_unstable();
+    Ok(samples)
+}
+
+/// `warden bench mcp`: `tools/call` round trips to a local echo server,
+/// directly and through `warden mcp` (allow-all policy, no audit), one at a
+/// time; the `mcp/tools-call` line is the difference (the added latency).
+pub(crate) fn bench(time_ms: u64) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let dir = tempfile_dir()?;
+    let policy = dir.join("bench-allow.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: warden.dev/v1\nkind: Policy\nname: bench\ndefault: allow\nrules:\n  - id: no-writes\n    tools: [write_file]\n    effect: deny\n",
+    )?;
+    let budget = std::time::Duration::from_millis(time_ms);
+    let echo: [&std::ffi::OsStr; 2] = ["mcp".as_ref(), "--echo-server".as_ref()];
+    let direct = round_trips(&mut Client::spawn(&exe, &echo)?, budget)?;
+    let exe_os = exe.as_os_str();
+    let gated_args: [&std::ffi::OsStr; 8] = [
+        "mcp".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--agent".as_ref(),
+        "bench".as_ref(),
+        "--".as_ref(),
+        exe_os,
+        "mcp".as_ref(),
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = gated_args.to_vec();
+    args.push("--echo-server".as_ref());
+    let gated = round_trips(&mut Client::spawn(&exe, &args)?, budget)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let pct = |s: &[u64], q: f64| {
+        s.get(((s.len() - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    for (name, s) in [
+        ("mcp/tools-call/direct", &direct),
+        ("mcp/tools-call/gateway", &gated),
+    ] {
+        println!(
+            "{}",
+            json!({"workload": name, "median_ns": pct(s, 0.5), "p99_ns": pct(s, 0.99),
+                   "ops_per_sec": (1e9 / pct(s, 0.5)).round(), "samples": s.len(), "batch": 1})
+        );
+    }
+    println!(
+        "{}",
+        json!({"workload": "mcp/tools-call",
+               "median_ns": pct(&gated, 0.5) - pct(&direct, 0.5),
+               "p99_ns": pct(&gated, 0.99) - pct(&direct, 0.99),
+               "samples": gated.len(), "batch": 1,
+               "note": "added by the gateway: gateway minus direct round trip, per percentile"})
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let p = std::env::temp_dir().join(format!(
+        "warden-bench-mcp-{}-{}",
+        std::process::id(),
+        warden_core::Decision::new_id()
+    ));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}

@@ -1,0 +1,398 @@
+//! The policy side of the gateway: MCP operations as Warden actions.
+
+use crate::pins::{PinCheck, PinStore, tool_digest};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use warden_core::{Action, Decision, Point, Verdict};
+use warden_kernel::{AuditEvent, AuditSink, Kernel, Outcome};
+use warden_policy::RuleResult;
+
+/// Default agent id of `warden mcp` when `--agent` is not given.
+pub const DEFAULT_AGENT: &str = "mcp-client";
+/// Default cap on how long an escalated call waits for an approver (the
+/// rule's own `timeout_ms` applies when shorter).
+pub const DEFAULT_APPROVAL_WAIT: Duration = Duration::from_secs(600);
+/// Largest message accepted from either side, in bytes (MCP's reference
+/// SDKs accept similar sizes; larger messages get a JSON-RPC error).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reason of a call blocked because the tool's definition changed since it was pinned.
+pub const REASON_TOOL_CHANGED: &str = "mcp:tool_changed";
+/// Reason of a call blocked because two tools share the name.
+pub const REASON_DUPLICATE_TOOL: &str = "mcp:duplicate_tool";
+/// Reason of a call to a tool the server does not list.
+pub const REASON_UNKNOWN_TOOL: &str = "mcp:unknown_tool";
+/// Reason of a call that failed because the upstream server is down.
+pub const REASON_UPSTREAM_DOWN: &str = "mcp:upstream_unavailable";
+
+/// Tool names the gateway uses for resource and prompt actions; a server
+/// tool with one of these names is blocked so it cannot borrow their rules.
+pub const RESERVED_TOOLS: [&str; 2] = ["resources/read", "prompts/get"];
+
+/// The outcome of a gated request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gated {
+    /// Forward, with these (possibly transformed) arguments.
+    Proceed {
+        /// Arguments after transform obligations.
+        args: Map<String, Value>,
+        /// The decision, for the outcome record.
+        decision_id: String,
+    },
+    /// Do not forward; tell the client why.
+    Deny {
+        /// The decision id (empty when no decision was taken).
+        decision_id: String,
+        /// Why.
+        reasons: Vec<String>,
+    },
+}
+
+impl Gated {
+    /// The human-readable denial text the client (and the model) sees.
+    pub fn deny_text(reasons: &[String]) -> String {
+        format!("Warden denied this call: {}", reasons.join("; "))
+    }
+}
+
+/// Policy, pins and audit shared by every connection of one gateway.
+pub struct Gateway {
+    kernel: Arc<Kernel>,
+    audit: Option<Arc<dyn AuditSink>>,
+    agent: String,
+    server: String,
+    pins: PinStore,
+    approval_wait: Duration,
+    max_message_bytes: usize,
+    /// `tool digest` pairs already audited as changed (a client re-listing
+    /// must not flood the log with the same rug-pull).
+    audited: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("agent", &self.agent)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway deciding with `kernel` for `agent`, fronting the server
+    /// labelled `server` (the label keys tool pins and appears in the action
+    /// context). Pins live in memory until [`Gateway::with_pins`].
+    pub fn new(kernel: Arc<Kernel>, agent: impl Into<String>, server: impl Into<String>) -> Self {
+        Gateway {
+            kernel,
+            audit: None,
+            agent: agent.into(),
+            server: server.into(),
+            pins: PinStore::in_memory(),
+            approval_wait: DEFAULT_APPROVAL_WAIT,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            audited: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// Uses this pin store.
+    #[must_use]
+    pub fn with_pins(mut self, pins: PinStore) -> Self {
+        self.pins = pins;
+        self
+    }
+
+    /// Writes gateway events (rug-pulls) to `sink`: pass the kernel's own sink.
+    #[must_use]
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Caps the wait for an approver.
+    #[must_use]
+    pub fn with_approval_wait(mut self, wait: Duration) -> Self {
+        self.approval_wait = wait;
+        self
+    }
+
+    /// Limits message size.
+    #[must_use]
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// The kernel.
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        &self.kernel
+    }
+
+    /// The agent id actions are decided for.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// The largest accepted message.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    fn action(
+        &self,
+        point: Point,
+        session: &str,
+        tool: &str,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Result<Action, String> {
+        let mut context = Map::new();
+        context.insert(
+            "mcp".to_owned(),
+            json!({"server": self.server, "method": method}),
+        );
+        Action::new(point, self.agent.clone(), Some(tool.to_owned()))
+            .map(|a| {
+                a.with_session(session)
+                    .with_args(args)
+                    .with_context(context)
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Decides a request before it reaches the server (blocks while an
+    /// escalation waits for an approver: call from a blocking context).
+    pub fn before(
+        &self,
+        session: &str,
+        tool: &str,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> Gated {
+        let action = match self.action(Point::PreToolCall, session, tool, method, args) {
+            Ok(a) => a,
+            Err(e) => {
+                return Gated::Deny {
+                    decision_id: String::new(),
+                    reasons: vec!["runtime_error:invalid_action".to_owned(), e],
+                };
+            }
+        };
+        let decision = self.kernel.decide_and_wait(&action, self.approval_wait);
+        match apply(decision, action) {
+            Ok((decision, action)) => Gated::Proceed {
+                args: action.args,
+                decision_id: decision.decision_id,
+            },
+            Err(deny) => deny,
+        }
+    }
+
+    /// Decides a server's result before the client sees it: `Ok` carries the
+    /// result after redaction obligations, `Err` the denial.
+    pub fn after(
+        &self,
+        session: &str,
+        tool: &str,
+        method: &str,
+        result: Value,
+    ) -> Result<Value, Gated> {
+        let mut args = Map::new();
+        let output = result_text(&result);
+        if let Some(text) = &output {
+            args.insert("output".to_owned(), Value::String(text.clone()));
+        }
+        args.insert("result".to_owned(), result);
+        let action = self
+            .action(Point::PostToolCall, session, tool, method, args)
+            .map_err(|e| Gated::Deny {
+                decision_id: String::new(),
+                reasons: vec!["runtime_error:invalid_action".to_owned(), e],
+            })?;
+        let decision = self.kernel.decide_and_wait(&action, self.approval_wait);
+        let (_, mut action) = apply(decision, action)?;
+        let mut result = action.args.remove("result").unwrap_or(Value::Null);
+        let redacted = action.args.remove("output").and_then(|v| match v {
+            Value::String(s) if Some(&s) != output.as_ref() => Some(s),
+            _ => None,
+        });
+        if let (Some(text), Some(obj)) = (redacted, result.as_object_mut()) {
+            // The flattened text was rewritten: it replaces the textual content.
+            let key = if method == "resources/read" {
+                "contents"
+            } else {
+                "content"
+            };
+            obj.insert(key.to_owned(), json!([{"type": "text", "text": text}]));
+        }
+        Ok(result)
+    }
+
+    /// Records how a forwarded request went.
+    pub fn outcome(&self, decision_id: &str, error: Option<String>, latency: Duration) {
+        if decision_id.is_empty() {
+            return;
+        }
+        let outcome = Outcome {
+            error,
+            latency,
+            ..Outcome::default()
+        };
+        if let Err(e) = self.kernel.record_outcome(decision_id, outcome) {
+            eprintln!("warden mcp: outcome of {decision_id} not recorded: {e}");
+        }
+    }
+
+    /// Whether policy denies every call of `tool` by this agent, whatever its
+    /// arguments: walking the candidate rules in evaluation order, each one
+    /// that can apply (its tool and agent filters admit the call) must be a
+    /// `deny`, until one without a condition is reached — or, if none is, the
+    /// policy default must be `deny` with no Rego or Cedar source able to override it.
+    /// Returns the reasons a call would get. Anything else (a conditional
+    /// non-deny rule, Rego or Cedar deciding the default) shows the tool: its calls
+    /// are still checked one by one.
+    pub fn never_callable(&self, session: &str, tool: &str) -> Option<Vec<String>> {
+        let action = self
+            .action(Point::PreToolCall, session, tool, "tools/call", Map::new())
+            .ok()?;
+        let set = self.kernel.policy();
+        let explanation = set.explain(&action);
+        for trace in &explanation.traces {
+            match trace.result {
+                RuleResult::ToolMismatch | RuleResult::AgentMismatch => continue,
+                _ if trace.rule.effect != Verdict::Deny => return None,
+                _ if trace.rule.condition_source().is_none() => {
+                    return Some(vec![trace.rule.reason.clone()]);
+                }
+                _ => continue,
+            }
+        }
+        (set.default_verdict() == Verdict::Deny && set.sources().is_empty())
+            .then(|| vec![format!("no rule allows `{tool}`; policy default is deny")])
+    }
+
+    /// Pins `tool` on first sight; a changed definition is audited and
+    /// reported as `Err(reasons)`. An unhashable definition is refused too.
+    pub fn pin(&self, tool: &Map<String, Value>) -> Result<(), Vec<String>> {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
+        let digest = tool_digest(tool).map_err(|e| vec![REASON_TOOL_CHANGED.to_owned(), e])?;
+        match self.pins.check(&self.server, name, &digest) {
+            Ok(PinCheck::New | PinCheck::Same) => Ok(()),
+            Ok(PinCheck::Changed { pinned }) => {
+                let first = self
+                    .audited
+                    .lock()
+                    .map(|mut a| a.insert(format!("{name} {digest}")))
+                    .unwrap_or(true);
+                if first
+                    && let Some(sink) = &self.audit
+                    && let Err(e) = sink.append(AuditEvent::McpToolChanged {
+                        ts_ms: warden_runtime::now_ms(),
+                        server: self.server.clone(),
+                        tool: name.to_owned(),
+                        pinned: pinned.clone(),
+                        seen: digest.clone(),
+                    })
+                {
+                    eprintln!("warden mcp: rug-pull of `{name}` not audited: {e}");
+                }
+                Err(vec![
+                    REASON_TOOL_CHANGED.to_owned(),
+                    format!(
+                        "the definition of tool `{name}` changed since it was pinned ({pinned}, now {digest})"
+                    ),
+                ])
+            }
+            Err(e) => Err(vec![REASON_TOOL_CHANGED.to_owned(), e.to_string()]),
+        }
+    }
+}
+
+/// The text parts of a tool, resource or prompt result joined by newlines
+/// (`args.output` at `post_tool_call`, where text scanners such as the
+/// default pack's secret rule look), or `None` when it has none.
+fn result_text(result: &Value) -> Option<String> {
+    let items = ["content", "contents", "messages"]
+        .iter()
+        .find_map(|k| result.get(*k).and_then(Value::as_array))?;
+    let texts: Vec<&str> = items
+        .iter()
+        .filter_map(|i| {
+            i.get("text")
+                .or_else(|| i.get("content").and_then(|c| c.get("text")))
+                .and_then(Value::as_str)
+        })
+        .collect();
+    (!texts.is_empty()).then(|| texts.join("\n"))
+}
+
+/// Applies a decision: proceeding verdicts run their redact/replace
+/// obligations on the action; anything else (or an obligation that cannot
+/// be applied) is a denial.
+fn apply(decision: Decision, mut action: Action) -> Result<(Decision, Action), Gated> {
+    if !decision.verdict.proceeds() {
+        return Err(Gated::Deny {
+            decision_id: decision.decision_id,
+            reasons: decision.reasons,
+        });
+    }
+    for o in &decision.obligations {
+        if let Err(e) = o.apply(&mut action) {
+            return Err(Gated::Deny {
+                decision_id: decision.decision_id.clone(),
+                reasons: vec![
+                    "runtime_error:internal".to_owned(),
+                    format!("obligation could not be applied: {e}"),
+                ],
+            });
+        }
+    }
+    Ok((decision, action))
+}
+
+/// A kernel keeping its state in `dir` — the kill switch shared with other
+/// processes and the audit log — and the audit sink itself, so the gateway
+/// can record its own events (rug-pulls) in the same log. Mirrors
+/// [`KernelBuilder::data_dir`](warden_kernel::KernelBuilder::data_dir), which
+/// keeps its sink to itself.
+pub fn kernel_on_data_dir(
+    policy: warden_policy::PolicyHandle,
+    dir: &std::path::Path,
+    durability: warden_audit::Durability,
+) -> Result<(Kernel, Arc<dyn AuditSink>), crate::McpError> {
+    let kill = warden_runtime::KillSwitch::open(dir, Duration::from_millis(10))
+        .map_err(warden_kernel::KernelError::from)?;
+    let log = warden_audit::AuditLog::<AuditEvent>::open(
+        dir,
+        warden_audit::AuditConfig {
+            durability,
+            ..warden_audit::AuditConfig::default()
+        },
+    )
+    .map_err(|e| warden_kernel::KernelError::Audit(e.to_string()))?;
+    let sink: Arc<dyn AuditSink> = Arc::new(log);
+    let observed = Arc::clone(&sink);
+    kill.observe(move |change| {
+        let event = match change {
+            warden_runtime::KillChange::Killed(target, k) => AuditEvent::Kill {
+                ts_ms: k.at_ms,
+                target,
+                reason: k.reason,
+                by: k.by,
+            },
+            warden_runtime::KillChange::Lifted(target) => AuditEvent::Unkill {
+                ts_ms: warden_runtime::now_ms(),
+                target,
+                by: None,
+            },
+        };
+        // The kill is in force either way; a failing log fails the next decision.
+        let _ = observed.append(event);
+    });
+    let kernel = Kernel::builder(policy)
+        .kill_switch(kill)
+        .audit(Arc::clone(&sink))
+        .build()?;
+    Ok((kernel, sink))
+}

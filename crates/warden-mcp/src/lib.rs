@@ -1,0 +1,32 @@
+//! Warden's MCP gateway: a [`Kernel`](warden_kernel::Kernel) between an MCP
+//! client and an MCP server.
+//!
+//! Every `tools/call` is decided at `pre_tool_call` before the server sees
+//! it (deny → an `isError` tool result naming the policy reasons; escalate →
+//! held until an approver answers or the approval times out; transform →
+//! rewritten arguments) and its result at `post_tool_call` before the client
+//! sees it (redactions applied, deny → an `isError` result). `tools/list`
+//! hides tools the agent may never call, pins each definition on first sight
+//! and blocks a tool whose definition later changes (audited as
+//! [`AuditEvent::McpToolChanged`](warden_kernel::AuditEvent::McpToolChanged)).
+//! `resources/read` and `prompts/get` pass the same two points as the tools
+//! `resources/read` and `prompts/get`. Everything else is forwarded
+//! byte-for-byte. docs/mcp.md has the full mapping.
+
+mod calls;
+mod conn;
+mod error;
+mod gate;
+mod http;
+pub mod jsonrpc;
+mod pins;
+
+pub use conn::{INITIAL_BACKOFF, MAX_BACKOFF, ServerCommand, serve_stdio};
+pub use error::McpError;
+pub use gate::{
+    DEFAULT_AGENT, DEFAULT_APPROVAL_WAIT, DEFAULT_MAX_MESSAGE_BYTES, Gated, Gateway,
+    REASON_DUPLICATE_TOOL, REASON_TOOL_CHANGED, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN,
+    RESERVED_TOOLS, kernel_on_data_dir,
+};
+pub use http::{HEADER_MISMATCH, serve_http};
+pub use pins::{PIN_FILE, PinCheck, PinStore, tool_digest};

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""The reference MCP servers from npm behind `warden mcp`, driven by the
+Python `mcp` client (pinned in requirements.txt; tests/mcp/setup.sh installs
+everything). Run: target/venv-mcp/bin/python tests/mcp/test_realworld.py
+
+1. server-filesystem: a policy that allows reads and writes inside one
+   directory and nothing else is enforced on the real server (files on disk
+   are checked), including a `..` traversal attempt.
+2. server-everything: the same session run directly and through the gateway
+   must give the same tools, prompts, resources, results, progress
+   notifications and sampling round trip.
+"""
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
+
+ROOT = Path(__file__).resolve().parents[2]
+WARDEN = os.environ.get("WARDEN", str(ROOT / "target" / "debug" / "warden"))
+MODULES = ROOT / "tests" / "mcp" / "node_modules" / "@modelcontextprotocol"
+FS_SERVER = ["node", str(MODULES / "server-filesystem" / "dist" / "index.js")]
+EVERYTHING = ["node", str(MODULES / "server-everything" / "dist" / "index.js"), "stdio"]
+
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def gated(policy, server, data_dir=None):
+    args = ["mcp", "--policy", str(policy), "--agent", "realworld-agent"]
+    if data_dir:
+        args += ["--data-dir", str(data_dir)]
+    return StdioServerParameters(command=WARDEN, args=args + ["--"] + server)
+
+
+def direct(server):
+    return StdioServerParameters(command=server[0], args=server[1:])
+
+
+def text_of(result):
+    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+FS_POLICY = """
+apiVersion: warden.dev/v1
+kind: Policy
+name: fs-realworld
+default: deny
+rules:
+  - id: inside-allowed-dir
+    tools: [read_text_file, read_file, list_directory, get_file_info, write_file, create_directory]
+    when: args.path.startsWith("{allowed}/") && !args.path.contains("..")
+    effect: allow
+  - id: where-am-i
+    tools: [list_allowed_directories]
+    effect: allow
+  - id: results
+    points: [post_tool_call]
+    effect: allow
+"""
+
+
+async def filesystem(tmp: Path):
+    allowed, outside = tmp / "allowed", tmp / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "hello.txt").write_text("hello from inside")
+    (outside / "secret.txt").write_text("outside secret")
+    policy = tmp / "fs.yaml"
+    policy.write_text(FS_POLICY.format(allowed=allowed))
+    # The server itself may touch all of tmp: only the gateway stands in the way.
+    params = gated(policy, FS_SERVER + [str(tmp)], data_dir=tmp / "warden-data")
+    async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        names = {t.name for t in (await s.list_tools()).tools}
+        check("read_text_file" in names and "write_file" in names, "fs: read/write tools listed")
+        check("move_file" not in names, "fs: never-allowed move_file hidden")
+
+        res = await s.call_tool("read_text_file", {"path": str(allowed / "hello.txt")})
+        check(not res.is_error and "hello from inside" in text_of(res), "fs: read inside allowed")
+
+        res = await s.call_tool("write_file", {"path": str(allowed / "new.txt"), "content": "written"})
+        check(not res.is_error, "fs: write inside allowed")
+        check((allowed / "new.txt").read_text() == "written", "fs: file written inside")
+
+        res = await s.call_tool("write_file", {"path": str(outside / "evil.txt"), "content": "x"})
+        check(res.is_error and "Warden denied" in text_of(res), "fs: write outside denied with reason")
+        check(not (outside / "evil.txt").exists(), "fs: nothing written outside")
+
+        sneaky = f"{allowed}/../outside/evil2.txt"
+        res = await s.call_tool("write_file", {"path": sneaky, "content": "x"})
+        check(res.is_error, "fs: traversal write denied")
+        check(not (outside / "evil2.txt").exists(), "fs: traversal wrote nothing")
+
+        res = await s.call_tool("read_text_file", {"path": str(outside / "secret.txt")})
+        check(res.is_error and "outside secret" not in text_of(res), "fs: read outside denied")
+
+        res = await s.call_tool("move_file", {"source": str(allowed / "new.txt"),
+                                              "destination": str(outside / "moved.txt")})
+        check(res.is_error and (allowed / "new.txt").exists(), "fs: hidden tool call denied")
+    audit = tmp / "warden-data"
+    check(any(audit.rglob("*")), "fs: audit data written")
+    pins = json.loads((audit / "mcp-tool-pins.json").read_text())
+    check(any("write_file" in v for v in pins.values()), "fs: tool definitions pinned")
+
+
+async def everything_session(params):
+    """One scripted session; returns what it observed."""
+    seen = {"sampling": 0, "progress": [], "logs": 0}
+
+    async def sampling(ctx, p: types.CreateMessageRequestParams):
+        seen["sampling"] += 1
+        return types.CreateMessageResult(role="assistant", model="test-model",
+                                         content=types.TextContent(type="text", text="sampled!"))
+
+    async def progress(p, total, message):
+        seen["progress"].append(p)
+
+    out = {}
+    async with stdio_client(params) as (r, w), ClientSession(r, w, sampling_callback=sampling) as s:
+        init = await s.initialize()
+        out["server"] = init.server_info.name
+        out["tools"] = sorted(t.name for t in (await s.list_tools()).tools)
+        out["prompts"] = sorted(p.name for p in (await s.list_prompts()).prompts)
+        out["prompt"] = (await s.get_prompt("simple-prompt")).model_dump(mode="json")
+        out["args-prompt"] = (await s.get_prompt("args-prompt", {"city": "Paris", "state": "IDF"})).model_dump(mode="json")
+        resources = (await s.list_resources()).resources
+        out["resources"] = sorted(str(r.uri) for r in resources)
+        first = str(resources[0].uri)
+        out["resource"] = (await s.read_resource(first)).model_dump(mode="json")
+        out["templates"] = sorted(t.uri_template for t in (await s.list_resource_templates()).resource_templates)
+        out["echo"] = (await s.call_tool("echo", {"message": "héllo ✓"})).model_dump(mode="json")
+        out["sum"] = (await s.call_tool("get-sum", {"a": 2, "b": 40})).model_dump(mode="json")
+        out["structured"] = (await s.call_tool("get-structured-content", {"location": "New York"})).model_dump(mode="json")
+        res = await s.call_tool("trigger-long-running-operation", {"duration": 1, "steps": 3},
+                                progress_callback=progress)
+        out["long"] = text_of(res)
+        if "trigger-sampling-request" in out["tools"]:
+            res = await s.call_tool("trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
+            out["sampling"] = text_of(res)
+        await s.send_ping()
+        out["bad_tool"] = (await s.call_tool("no-such-tool", {})).is_error
+    out["sampling_calls"] = seen["sampling"]
+    out["progress"] = seen["progress"]
+    return out
+
+
+async def everything(tmp: Path):
+    policy = tmp / "allow.yaml"
+    policy.write_text("apiVersion: warden.dev/v1\nkind: Policy\nname: allow\ndefault: allow\nrules: []\n")
+    plain = await everything_session(direct(EVERYTHING))
+    through = await everything_session(gated(policy, EVERYTHING))
+    for key in plain:
+        check(plain[key] == through[key], f"everything: `{key}` same with and without the gateway")
+        if plain[key] != through[key]:
+            print("  direct: ", json.dumps(plain[key])[:400])
+            print("  gateway:", json.dumps(through[key])[:400])
+    check(len(through["progress"]) >= 3, "everything: progress notifications delivered")
+    check(through["sampling_calls"] == 1, "everything: sampling request reached the client")
+    check(through["bad_tool"], "everything: unknown tool is an error")
+
+    # A policy denying one tool hides it and refuses its calls with a reason.
+    deny = tmp / "deny.yaml"
+    deny.write_text("""apiVersion: warden.dev/v1
+kind: Policy
+name: no-env
+default: allow
+rules:
+  - id: no-env
+    tools: [get-env]
+    effect: deny
+    reason: environment variables may hold secrets
+""")
+    async with stdio_client(gated(deny, EVERYTHING)) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        names = {t.name for t in (await s.list_tools()).tools}
+        check("get-env" not in names and "echo" in names, "everything: denied tool hidden")
+        res = await s.call_tool("get-env", {})
+        check(res.is_error and "environment variables may hold secrets" in text_of(res),
+              "everything: denied call explains why")
+
+
+async def main():
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d).resolve()
+        (tmp / "fs").mkdir()
+        (tmp / "ev").mkdir()
+        await filesystem(tmp / "fs")
+        await everything(tmp / "ev")
+    if failures:
+        print(f"{len(failures)} check(s) failed", file=sys.stderr)
+        sys.exit(1)
+    print("all real-world MCP checks passed")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
