@@ -19,6 +19,10 @@ from pathlib import Path
 
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+import socket
+import subprocess
+import time
 
 ROOT = Path(__file__).resolve().parents[2]
 WARDEN = os.environ.get("WARDEN", str(ROOT / "target" / "debug" / "warden"))
@@ -113,7 +117,11 @@ async def filesystem(tmp: Path):
     check(any("write_file" in v for v in pins.values()), "fs: tool definitions pinned")
 
 
-async def everything_session(params):
+def over_stdio(params):
+    return stdio_client(params)
+
+
+async def everything_session(params, transport=over_stdio):
     """One scripted session; returns what it observed."""
     seen = {"sampling": 0, "progress": [], "logs": 0}
 
@@ -126,7 +134,7 @@ async def everything_session(params):
         seen["progress"].append(p)
 
     out = {}
-    async with stdio_client(params) as (r, w), ClientSession(r, w, sampling_callback=sampling) as s:
+    async with transport(params) as streams, ClientSession(streams[0], streams[1], sampling_callback=sampling) as s:
         init = await s.initialize()
         out["server"] = init.server_info.name
         out["tools"] = sorted(t.name for t in (await s.list_tools()).tools)
@@ -189,6 +197,68 @@ rules:
               "everything: denied call explains why")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what):
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+async def everything_http(tmp: Path):
+    """The same session over Streamable HTTP: direct, then through `warden mcp --upstream`."""
+    policy = tmp / "http.yaml"
+    policy.write_text("""apiVersion: warden.dev/v1
+kind: Policy
+name: http
+default: allow
+rules:
+  - id: no-env
+    tools: [get-env]
+    effect: deny
+    reason: environment variables may hold secrets
+""")
+    up, front = free_port(), free_port()
+    server = subprocess.Popen(EVERYTHING[:2] + ["streamableHttp"], env={**os.environ, "PORT": str(up)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = None
+    try:
+        wait_port(up, server, "server-everything")
+        gateway = subprocess.Popen([WARDEN, "mcp", "--policy", str(policy), "--upstream",
+                                    f"http://127.0.0.1:{up}/mcp", "--listen", f"127.0.0.1:{front}"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(front, gateway, "warden mcp --upstream")
+        plain = await everything_session(f"http://127.0.0.1:{up}/mcp", streamable_http_client)
+        through = await everything_session(f"http://127.0.0.1:{front}/mcp", streamable_http_client)
+        plain["tools"] = [t for t in plain["tools"] if t != "get-env"]
+        for key in plain:
+            check(plain[key] == through[key], f"http: `{key}` same with and without the gateway")
+            if plain[key] != through[key]:
+                print("  direct: ", json.dumps(plain[key])[:400])
+                print("  gateway:", json.dumps(through[key])[:400])
+        check(len(through["progress"]) >= 3, "http: progress notifications delivered")
+        check(through["sampling_calls"] == 1, "http: sampling request reached the client")
+        async with streamable_http_client(f"http://127.0.0.1:{front}/mcp") as (r, w, *_), ClientSession(r, w) as s:
+            await s.initialize()
+            res = await s.call_tool("get-env", {})
+            check(res.is_error and "environment variables may hold secrets" in text_of(res),
+                  "http: denied call explains why")
+    finally:
+        for p in (gateway, server):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=10)
+
+
 async def main():
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d).resolve()
@@ -196,6 +266,8 @@ async def main():
         (tmp / "ev").mkdir()
         await filesystem(tmp / "fs")
         await everything(tmp / "ev")
+        (tmp / "http").mkdir()
+        await everything_http(tmp / "http")
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)
         sys.exit(1)

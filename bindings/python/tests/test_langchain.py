@@ -183,3 +183,9 @@ def test_readme_example(tmp_path: Path) -> None:
     denial = by_id(result["messages"])["c1"]
     assert denial.status == "error" and "writes to system paths" in denial.content
     assert result["messages"][-1].content == "I could not delete it."
+
+
+def test_readme_shows_the_tested_example() -> None:
+    # The README's Python example is this file, verbatim: what users copy is what CI runs.
+    example = (REPO / "bindings/python/examples/readme_langchain.py").read_text()
+    assert example.strip() in (REPO / "README.md").read_text()

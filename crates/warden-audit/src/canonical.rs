@@ -54,15 +54,26 @@ fn to_writer<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
     Canonicalizer::new().write(value, out)
 }
 
-/// Reusable scratch space, so steady-state serialisation does not allocate.
-pub(crate) struct Canonicalizer {
+/// A reusable RFC 8785 serializer: [`to_canonical_json`] that keeps its
+/// scratch buffers between calls, so steady-state serialisation does not
+/// allocate (keep one per thread for hot paths).
+#[derive(Default)]
+pub struct Canonicalizer {
     members: Vec<Member>,
     keys: Vec<u8>,
     scratch: Vec<u8>,
 }
 
+impl std::fmt::Debug for Canonicalizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canonicalizer").finish_non_exhaustive()
+    }
+}
+
 impl Canonicalizer {
-    pub(crate) fn new() -> Self {
+    /// A canonicalizer with empty scratch buffers.
+    #[must_use]
+    pub fn new() -> Self {
         Self {
             members: Vec::new(),
             keys: Vec::new(),
@@ -70,7 +81,19 @@ impl Canonicalizer {
         }
     }
 
-    /// As [`to_writer`], reusing this canonicalizer's buffers.
+    /// As [`to_canonical_json`], reusing this canonicalizer's buffers.
+    ///
+    /// # Errors
+    /// [`CanonicalJsonError`].
+    pub fn encode<T: Serialize>(
+        &mut self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CanonicalJsonError> {
+        self.write(value, out).map_err(CanonicalJsonError)
+    }
+
+    /// As [`Canonicalizer::encode`], with the error as a message.
     pub(crate) fn write<T: Serialize>(
         &mut self,
         value: &T,
@@ -165,32 +188,50 @@ const NEEDS_ESCAPE: [bool; 256] = {
     t
 };
 
+/// Whether any of the 8 bytes in `w` needs escaping (a control byte, `"` or
+/// `\\`). Never misses one; a false alarm only costs the byte-wise check.
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+    below_space || has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\')))
+}
+
 fn write_escaped(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut plain = 0;
-    while let Some(pos) = bytes[plain..]
-        .iter()
-        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
-    {
-        let i = plain + pos;
-        out.extend_from_slice(&bytes[plain..i]);
-        let b = bytes[i];
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip clean text a word at a time (most strings need no escape).
+        if let Some(chunk) = bytes.get(i..i + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(chunk)
+            && !word_needs_escape(u64::from_le_bytes(word))
+        {
+            i += 8;
+            continue;
         }
-        plain = i + 1;
+        let b = bytes[i];
+        if NEEDS_ESCAPE[usize::from(b)] {
+            out.extend_from_slice(&bytes[plain..i]);
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                _ => {
+                    out.extend_from_slice(b"\\u00");
+                    out.push(HEX[usize::from(b >> 4)]);
+                    out.push(HEX[usize::from(b & 0xf)]);
+                }
+            }
+            plain = i + 1;
+        }
+        i += 1;
     }
     out.extend_from_slice(&bytes[plain..]);
     out.push(b'"');
@@ -851,6 +892,33 @@ mod tests {
     use super::*;
     use serde::Serialize;
     use serde_json::json;
+
+    #[test]
+    fn the_word_check_flags_exactly_the_bytes_that_need_escaping() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[pos] = b;
+                assert_eq!(
+                    word_needs_escape(u64::from_le_bytes(word)),
+                    NEEDS_ESCAPE[usize::from(b)],
+                    "byte {b:#04x} at {pos}"
+                );
+            }
+        }
+        // Escapes at every offset of strings longer than a word, next to
+        // multi-byte characters.
+        for len in 0..20 {
+            for pos in 0..len {
+                for special in ['"', '\\', '\u{1}', '\n', 'é', '😀'] {
+                    let s: String = (0..len)
+                        .map(|i| if i == pos { special } else { 'x' })
+                        .collect();
+                    same(&s);
+                }
+            }
+        }
+    }
 
     fn both<T: Serialize>(v: &T) -> (Result<String, String>, Result<String, String>) {
         let mut out = Vec::new();

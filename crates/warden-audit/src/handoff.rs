@@ -42,6 +42,17 @@ pub(crate) fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Waits on `cv` for at most `timeout`, going on through poisoning.
+pub(crate) fn wait_timeout<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    timeout: std::time::Duration,
+) -> MutexGuard<'a, T> {
+    cv.wait_timeout(guard, timeout)
+        .map(|(g, _)| g)
+        .unwrap_or_else(|e| e.into_inner().0)
+}
+
 /// The queue-side fields of a log's state.
 pub(crate) trait QueueState<R> {
     /// Records waiting for the writer.

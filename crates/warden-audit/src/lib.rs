@@ -29,7 +29,7 @@ mod read;
 mod sth;
 mod store;
 
-pub use canonical::{CanonicalJsonError, to_canonical_json};
+pub use canonical::{CanonicalJsonError, Canonicalizer, to_canonical_json};
 pub use error::{AuditError, Violation};
 pub use keys::{KEY_FILE, PUBLIC_KEY_FILE, PublicKey};
 pub use log::{AuditConfig, AuditLog, Durability};

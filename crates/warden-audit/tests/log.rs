@@ -456,3 +456,77 @@ fn back_pressure_with_a_tiny_queue() {
         1000
     );
 }
+
+/// Waits (up to a generous bound, not a timing assertion) until `log` has
+/// `n` durable records.
+fn wait_durable(log: &AuditLog<Rec>, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while log.durable_len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} records became durable",
+            log.durable_len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn batched_records_reach_the_disk_without_a_flush() {
+    // Batched appenders never wake the writer while it lingers after a
+    // batch; it must still pick records up by itself, both right after a
+    // batch (lingering) and after it went idle (woken by the appender).
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), config(Durability::Batched, 16)).unwrap();
+    for i in 0..5u64 {
+        log.append(rec(i)).unwrap();
+        wait_durable(&log, i + 1);
+        // Long enough for the writer to stop lingering and go idle.
+        std::thread::sleep(std::time::Duration::from_millis(5 * i));
+    }
+    // A burst while it lingers, larger than the early-wake threshold.
+    for i in 5..20_005u64 {
+        log.append(rec(i)).unwrap();
+    }
+    wait_durable(&log, 20_005);
+    log.close().unwrap();
+    assert_eq!(
+        verify(dir.path(), &VerifyOptions::default())
+            .unwrap()
+            .records,
+        20_005
+    );
+}
+
+#[test]
+fn many_batched_appenders_with_a_small_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AuditConfig {
+        queue_capacity: 64,
+        ..config(Durability::Batched, 8)
+    };
+    let log = std::sync::Arc::new(AuditLog::open(dir.path(), cfg).unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..2_000 {
+                    log.append(rec(t * 10_000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let sth = log.flush().unwrap().unwrap();
+    assert_eq!(sth.size, 8_000);
+    let log = std::sync::Arc::into_inner(log).unwrap();
+    log.close().unwrap();
+    assert_eq!(
+        verify(dir.path(), &VerifyOptions::default())
+            .unwrap()
+            .records,
+        8_000
+    );
+}

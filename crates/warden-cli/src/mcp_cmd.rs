@@ -56,15 +56,18 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
         return Ok(0);
     }
     let policy = warden_policy::PolicyHandle::load(&args.policy)?;
-    let label = args.server_name.clone().unwrap_or_else(|| match &args.upstream {
-        Some(url) => url.clone(),
-        None => args
-            .command
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" "),
-    });
+    let label = args
+        .server_name
+        .clone()
+        .unwrap_or_else(|| match &args.upstream {
+            Some(url) => url.clone(),
+            None => args
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" "),
+        });
     let (kernel, gateway) = match &args.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
@@ -127,12 +130,7 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
                 args.agent
             );
             runtime
-                .block_on(warden_mcp::serve_stdio(
-                    gateway,
-                    cmd,
-                    tokio::io::stdin(),
-                    tokio::io::stdout(),
-                ))
+                .block_on(warden_mcp::serve_own_stdio(gateway, cmd))
                 .map_err(anyhow::Error::from)
         }
     };

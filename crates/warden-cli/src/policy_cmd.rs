@@ -153,9 +153,8 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
                     ),
                 };
                 println!(
-                    "  [{}] {:<38} {what}   ({}, {detail})",
-                    t.source.kind(),
-                    t.source.id(),
+                    "  {:<46} {what}   ({}, {detail})",
+                    format!("[{}] {}", t.source.kind(), t.source.id()),
                     t.source.origin(),
                 );
             }

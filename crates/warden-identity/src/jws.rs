@@ -358,7 +358,9 @@ impl EnvelopeVerifier {
         Ok((signer, claims))
     }
 
-    /// Verifies many envelopes at `now` (e.g. a queue drained at once).
+    /// Verifies many envelopes at `now` (e.g. a queue drained at once), one
+    /// by one in order: the same answers as calling [`Self::verify`] on each
+    /// (no batched signature verification).
     #[must_use]
     pub fn verify_batch(
         &self,

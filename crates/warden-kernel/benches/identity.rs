@@ -40,7 +40,12 @@ fn identity(c: &mut Criterion) {
         .stage(Box::new(IdentityStage::new(Arc::clone(&gate))))
         .build()
         .unwrap();
-    assert_eq!(with.decide(&action).verdict, bare.decide(&action).verdict);
+    let decided = with.decide(&action);
+    assert!(
+        !decided.reasons.iter().any(|r| r.starts_with("identity:")),
+        "{decided:?}"
+    );
+    assert_eq!(decided.verdict, bare.decide(&action).verdict);
     g.bench_function("kernel-full/100-rules/no-audit/identity-session", |b| {
         b.iter(|| black_box(with.decide(black_box(&action))))
     });

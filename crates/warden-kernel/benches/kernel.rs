@@ -2,7 +2,7 @@
 //! and for what the audit hand-off adds.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use std::hint::black_box;
 use std::sync::Arc;
 use warden_kernel::{AuditEvent, AuditSink, Kernel};
@@ -52,5 +52,71 @@ fn kernel(c: &mut Criterion) {
     g.finish();
 }
 
+/// CPU ticks (utime + stime, 1/100 s) of a `/proc/.../stat` file.
+fn cpu_ticks(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// `WARDEN_CPU_COST=N cargo bench -p warden-kernel --bench kernel`: CPU time
+/// (not wall time, so other load on the machine matters less) per audited
+/// decision: the deciding thread's and the whole process's (writer
+/// included), for N decisions on one thread, batched audit.
+fn cpu_cost(n: u64) {
+    let action = workloads::action_for("action_99").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = Kernel::builder(policy())
+        .data_dir(dir.path(), warden_audit::Durability::Batched)
+        .unwrap()
+        .build()
+        .unwrap();
+    for _ in 0..100_000 {
+        black_box(kernel.decide(black_box(&action)));
+    }
+    kernel.flush().unwrap();
+    let (t0, p0) = (
+        cpu_ticks("/proc/thread-self/stat"),
+        cpu_ticks("/proc/self/stat"),
+    );
+    let wall = std::time::Instant::now();
+    for _ in 0..n {
+        black_box(kernel.decide(black_box(&action)));
+    }
+    kernel.flush().unwrap();
+    let wall = wall.elapsed();
+    let (t1, p1) = (
+        cpu_ticks("/proc/thread-self/stat"),
+        cpu_ticks("/proc/self/stat"),
+    );
+    let per = |ticks: u64| ticks as f64 * 10_000_000.0 / n as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "workload": "kernel-full/100-rules/cpu-per-decision",
+            "decisions": n,
+            "caller_cpu_ns": per(t1 - t0).round(),
+            "process_cpu_ns": per(p1 - p0).round(),
+            "wall_ns": (wall.as_nanos() as f64 / n as f64).round(),
+        })
+    );
+}
+
 criterion_group!(benches, kernel);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(n) = std::env::var("WARDEN_CPU_COST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cpu_cost(n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -321,25 +321,14 @@ impl Kernel {
         let Some(sink) = &self.audit else {
             return decision;
         };
-        let event = AuditEvent::Decision {
-            decision_id: decision.decision_id.clone(),
-            ts_ms: now_ms(),
-            policy_hash: decision.policy_hash.clone(),
-            point: action.point,
-            agent: action.agent.clone(),
-            session: action.session.clone(),
-            tool: action.tool().map(str::to_owned),
-            action: ActionBody {
-                args: action.args.clone(),
-                context: action.context.clone(),
-                raw: self.args_mode == ArgsMode::Raw,
-            },
-            verdict: decision.verdict,
-            reasons: decision.reasons.clone(),
-            rule_ids: decision.rule_ids.clone(),
-            obligations: decision.obligations.clone(),
-        };
-        if let Err(e) = sink.append(event) {
+        let spare = SPARE_RECORD.with(std::cell::Cell::take);
+        let event = decision_record(spare, action, &decision, self.args_mode == ArgsMode::Raw);
+        let mut next = None;
+        let appended = sink.append_recycling(event, &mut next);
+        if next.is_some() {
+            SPARE_RECORD.with(|c| c.set(next));
+        }
+        if let Err(e) = appended {
             // An unrecorded decision must not let the action through.
             return internal_error(set, format!("audit: {e}"));
         }
@@ -519,6 +508,89 @@ impl Kernel {
             Some(sink) => sink.flush().map_err(KernelError::Audit),
             None => Ok(()),
         }
+    }
+}
+
+thread_local! {
+    /// A spent decision record from the audit sink, overwritten for this
+    /// thread's next decision (see [`AuditSink::append_recycling`]).
+    static SPARE_RECORD: std::cell::Cell<Option<AuditEvent>> = const { std::cell::Cell::new(None) };
+}
+
+/// The audit record of `decision`, reusing the allocations of `spare` (a
+/// record the sink is done with) when it is a decision record.
+fn decision_record(
+    spare: Option<AuditEvent>,
+    action: &Action,
+    decision: &Decision,
+    raw: bool,
+) -> AuditEvent {
+    let ts_ms = now_ms();
+    match spare {
+        Some(AuditEvent::Decision {
+            action: mut body,
+            mut agent,
+            mut decision_id,
+            mut obligations,
+            point: _,
+            mut policy_hash,
+            mut reasons,
+            mut rule_ids,
+            mut session,
+            mut tool,
+            ts_ms: _,
+            verdict: _,
+        }) => {
+            body.args.clone_from(&action.args);
+            body.context.clone_from(&action.context);
+            body.raw = raw;
+            agent.clone_from(&action.agent);
+            decision_id.clone_from(&decision.decision_id);
+            obligations.clone_from(&decision.obligations);
+            policy_hash.clone_from(&decision.policy_hash);
+            reasons.clone_from(&decision.reasons);
+            rule_ids.clone_from(&decision.rule_ids);
+            session.clone_from(&action.session);
+            match (&mut tool, action.tool()) {
+                (Some(t), Some(new)) => {
+                    t.clear();
+                    t.push_str(new);
+                }
+                (t, new) => *t = new.map(str::to_owned),
+            }
+            AuditEvent::Decision {
+                action: body,
+                agent,
+                decision_id,
+                obligations,
+                point: action.point,
+                policy_hash,
+                reasons,
+                rule_ids,
+                session,
+                tool,
+                ts_ms,
+                verdict: decision.verdict,
+            }
+        }
+        _ => AuditEvent::Decision {
+            decision_id: decision.decision_id.clone(),
+            ts_ms,
+            policy_hash: decision.policy_hash.clone(),
+            point: action.point,
+            agent: action.agent.clone(),
+            session: action.session.clone(),
+            tool: action.tool().map(str::to_owned),
+            action: ActionBody {
+                args: action.args.clone(),
+                context: action.context.clone(),
+                raw,
+            },
+            verdict: decision.verdict,
+            reasons: decision.reasons.clone(),
+            rule_ids: decision.rule_ids.clone(),
+            obligations: decision.obligations.clone(),
+        },
     }
 }
 

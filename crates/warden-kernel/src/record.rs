@@ -10,35 +10,36 @@ use warden_runtime::{KillTarget, Resolution};
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditEvent {
-    /// A decision.
+    /// A decision. Fields are declared in RFC 8785 order (after the `type`
+    /// tag) so the canonical writer rarely has to reorder them.
     Decision {
-        /// Decision id (UUIDv7).
-        decision_id: String,
-        /// Unix ms.
-        ts_ms: u64,
-        /// The policy set that decided.
-        policy_hash: String,
-        /// Intervention point.
-        point: Point,
+        /// The arguments and context, hashed (`sha256:` over their canonical JSON)
+        /// or raw, depending on [`ArgsMode`](crate::ArgsMode).
+        action: ActionBody,
         /// Agent id.
         agent: String,
+        /// Decision id (UUIDv7).
+        decision_id: String,
+        /// Obligations.
+        obligations: Vec<Obligation>,
+        /// Intervention point.
+        point: Point,
+        /// The policy set that decided.
+        policy_hash: String,
+        /// Reasons.
+        reasons: Vec<String>,
+        /// Deciding rules.
+        rule_ids: Vec<String>,
         /// Session id.
         #[serde(skip_serializing_if = "Option::is_none")]
         session: Option<String>,
         /// Tool.
         #[serde(skip_serializing_if = "Option::is_none")]
         tool: Option<String>,
-        /// The arguments and context, hashed (`sha256:` over their canonical JSON)
-        /// or raw, depending on [`ArgsMode`](crate::ArgsMode).
-        action: ActionBody,
+        /// Unix ms.
+        ts_ms: u64,
         /// Verdict.
         verdict: Verdict,
-        /// Reasons.
-        reasons: Vec<String>,
-        /// Deciding rules.
-        rule_ids: Vec<String>,
-        /// Obligations.
-        obligations: Vec<Obligation>,
     },
     /// The outcome of an executed action.
     Outcome {
@@ -95,16 +96,16 @@ pub enum AuditEvent {
     /// An MCP server offered a tool whose definition differs from the one
     /// pinned on first sight (a rug-pull); the MCP gateway blocks the tool.
     McpToolChanged {
-        /// Unix ms.
-        ts_ms: u64,
-        /// The upstream server's label.
-        server: String,
-        /// The tool.
-        tool: String,
         /// `sha256:` digest of the pinned definition.
         pinned: String,
         /// `sha256:` digest of the definition now offered.
         seen: String,
+        /// The upstream server's label.
+        server: String,
+        /// The tool.
+        tool: String,
+        /// Unix ms.
+        ts_ms: u64,
     },
     /// A policy set was loaded or reloaded.
     PolicyLoaded {
@@ -130,24 +131,52 @@ pub struct ActionBody {
     pub raw: bool,
 }
 
+/// Length of `sha256:` and 64 hex digits.
+const DIGEST_LEN: usize = 7 + 64;
+
+thread_local! {
+    /// Scratch for the digest's canonical bytes: the digest is computed for
+    /// every decision record, on the audit writer thread.
+    static DIGEST_SCRATCH: std::cell::RefCell<(warden_audit::Canonicalizer, Vec<u8>)> =
+        std::cell::RefCell::new((warden_audit::Canonicalizer::new(), Vec::with_capacity(256)));
+}
+
 impl ActionBody {
     /// `sha256:<hex>` over the RFC 8785 canonical JSON of `{"args": ..., "context": ...}`.
     pub fn digest(&self) -> Result<String, String> {
+        let mut out = [0u8; DIGEST_LEN];
+        let s = self.digest_into(&mut out)?;
+        Ok(s.to_owned())
+    }
+
+    /// [`ActionBody::digest`] into a stack buffer, reusing per-thread scratch.
+    fn digest_into<'a>(&self, out: &'a mut [u8; DIGEST_LEN]) -> Result<&'a str, String> {
         #[derive(Serialize)]
         struct Both<'a> {
             args: &'a serde_json::Map<String, serde_json::Value>,
             context: &'a serde_json::Map<String, serde_json::Value>,
         }
-        let mut bytes = Vec::with_capacity(128);
-        warden_audit::to_canonical_json(
-            &Both {
-                args: &self.args,
-                context: &self.context,
-            },
-            &mut bytes,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
+        let both = Both {
+            args: &self.args,
+            context: &self.context,
+        };
+        let hash = DIGEST_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let (canon, bytes) = &mut *scratch;
+                bytes.clear();
+                canon.encode(&both, bytes).map_err(|e| e.to_string())?;
+                Ok::<_, String>(Sha256::digest(bytes.as_slice()))
+            }
+            // Only if serialising the arguments re-entered this function.
+            Err(_) => {
+                let mut bytes = Vec::with_capacity(256);
+                warden_audit::to_canonical_json(&both, &mut bytes).map_err(|e| e.to_string())?;
+                Ok(Sha256::digest(&bytes))
+            }
+        })?;
+        out[..7].copy_from_slice(b"sha256:");
+        hex::encode_to_slice(hash, &mut out[7..]).map_err(|e| e.to_string())?;
+        std::str::from_utf8(out).map_err(|e| e.to_string())
     }
 }
 
@@ -159,8 +188,11 @@ impl Serialize for ActionBody {
             m.serialize_entry("args", &self.args)?;
             m.serialize_entry("context", &self.context)?;
         }
-        let digest = self.digest().map_err(serde::ser::Error::custom)?;
-        m.serialize_entry("digest", &digest)?;
+        let mut buf = [0u8; DIGEST_LEN];
+        let digest = self
+            .digest_into(&mut buf)
+            .map_err(serde::ser::Error::custom)?;
+        m.serialize_entry("digest", digest)?;
         m.end()
     }
 }
@@ -175,6 +207,18 @@ pub trait AuditSink: Send + Sync {
     /// Records handed over but not yet durable, when the sink can tell.
     fn backlog(&self) -> Option<u64> {
         None
+    }
+    /// As [`AuditSink::append`]; a sink that is done with earlier records may
+    /// also put one in `spare` (when empty) for the caller to overwrite for
+    /// its next record, sparing an allocation per field (and a free on
+    /// another thread). The default just appends.
+    fn append_recycling(
+        &self,
+        event: AuditEvent,
+        spare: &mut Option<AuditEvent>,
+    ) -> Result<(), String> {
+        let _ = spare;
+        self.append(event)
     }
 }
 
@@ -193,6 +237,16 @@ impl AuditSink for warden_audit::AuditLog<AuditEvent> {
 
     fn backlog(&self) -> Option<u64> {
         Some(self.len().saturating_sub(self.durable_len()))
+    }
+
+    fn append_recycling(
+        &self,
+        event: AuditEvent,
+        spare: &mut Option<AuditEvent>,
+    ) -> Result<(), String> {
+        warden_audit::AuditLog::append_recycling(self, event, spare)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

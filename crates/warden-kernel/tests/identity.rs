@@ -719,3 +719,65 @@ fn trust_is_fed_by_decisions_and_outcomes_and_enforced() {
         "identity:trust"
     );
 }
+
+#[test]
+fn look_alike_tools_and_audit_never_sees_the_credential() {
+    use std::sync::Mutex;
+    use warden_kernel::{AuditEvent, AuditSink};
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+    impl AuditSink for Collect {
+        fn append(&self, event: AuditEvent) -> Result<(), String> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(serde_json::to_string(&event).unwrap());
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let server = Identity::generate().unwrap();
+    let gate = Arc::new(Gate::new(GateConfig::new(server.did().as_str())));
+    let root = Identity::generate().unwrap();
+    gate.add_anchor(root.did(), Scope::tools(&["fs.*", "pay"]).unwrap())
+        .unwrap();
+    let sink = Arc::new(Collect::default());
+    let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(POLICY).unwrap()))
+        .stage(Box::new(IdentityStage::new(Arc::clone(&gate))))
+        .audit(Arc::clone(&sink) as Arc<dyn AuditSink>)
+        .build()
+        .unwrap();
+    let w = World {
+        kernel,
+        gate,
+        server,
+        root,
+    };
+    // Cyrillic `а` in "pаy": a different tool, outside the scope.
+    let lookalike = "p\u{430}y";
+    assert_eq!(
+        denied(
+            &w,
+            &w.root,
+            lookalike,
+            Some(envelope(&w, &w.root, lookalike, None))
+        ),
+        "identity:scope"
+    );
+    let cred = session(&w, &w.root, None).unwrap();
+    assert_eq!(
+        call(&w, &w.root, "pay", Some(cred.clone())).0,
+        Verdict::Allow
+    );
+    let records = sink.0.lock().unwrap();
+    assert!(records.len() >= 3);
+    assert!(
+        records
+            .iter()
+            .all(|r| !r.contains(&cred) && !r.contains("wsc1.")),
+        "credential leaked into audit"
+    );
+    assert!(records.iter().any(|r| r.contains("identity:scope")));
+}

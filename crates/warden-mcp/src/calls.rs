@@ -6,6 +6,7 @@ use crate::jsonrpc::{POLICY_DENIED, error_line, line, result_line, tool_error};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use warden_core::Point;
 
 /// `tools/call` parameters the gateway understands; others are refused
 /// rather than forwarded unchecked.
@@ -108,6 +109,15 @@ impl ToolBook {
     }
 }
 
+/// Whether a client notification uses an MCP notification method: any other
+/// method without an id (a `tools/call` sent as a notification, say) would
+/// reach the server undecided, so it is not forwarded.
+pub(crate) fn is_notification_method(msg: &Value) -> bool {
+    msg.get("method")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.starts_with("notifications/"))
+}
+
 /// Reasons for a server tool named like a gateway action.
 pub(crate) fn reserved(tool: &str) -> Vec<String> {
     vec![
@@ -123,6 +133,22 @@ pub(crate) fn denial(id: &Value, method: &str, reasons: &[String]) -> Vec<u8> {
         result_line(id, tool_error(&text))
     } else {
         error_line(id, POLICY_DENIED, &text)
+    }
+}
+
+/// Runs a decision: in place when it cannot wait for an approver (the
+/// common, microsecond path: no thread hand-off), else on the blocking pool
+/// (an escalation may wait minutes).
+pub(crate) async fn decide<T: Send + 'static>(
+    may_wait: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    if may_wait {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(f())
     }
 }
 
@@ -155,12 +181,19 @@ pub(crate) async fn checked_result(
     gw.outcome(&call.decision_id, error, latency);
     let session = session.to_owned();
     let (tool, method) = (call.tool, call.method);
-    let checked = tokio::task::spawn_blocking(move || gw.after(&session, &tool, method, result))
+    let may_wait = gw.may_wait(
+        Point::PostToolCall,
+        &session,
+        &tool,
+        method,
+        crate::gate::post_args(result.clone()),
+    );
+    let checked = decide(may_wait, move || gw.after(&session, &tool, method, result))
         .await
         .unwrap_or_else(|e| {
             Err(Gated::Deny {
                 decision_id: String::new(),
-                reasons: vec!["runtime_error:internal".to_owned(), e.to_string()],
+                reasons: vec!["runtime_error:internal".to_owned(), e],
             })
         });
     match checked {

@@ -7,7 +7,10 @@
 //! in both directions, is forwarded byte-for-byte.
 
 use crate::McpError;
-use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial, reserved, rewrite};
+use crate::calls::{
+    CallInfo, ToolBook, call_target, checked_result, denial, is_notification_method, reserved,
+    rewrite,
+};
 use crate::gate::{Gated, Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
 use crate::jsonrpc::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, PARSE_ERROR, classify, error_line,
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
+use warden_core::Point;
 
 /// First delay before restarting a crashed server; doubles per crash up to [`MAX_BACKOFF`].
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -493,6 +497,12 @@ impl Conn {
                 self.send_client(error_line(&id, INVALID_REQUEST, why))
                     .await;
             }
+            Kind::Notification if !is_notification_method(&msg) => {
+                // A `tools/call` without an id would reach a lenient server undecided.
+                eprintln!(
+                    "warden mcp: dropped a client notification that is not `notifications/*`"
+                );
+            }
             Kind::Notification => {
                 if msg.get("method").and_then(Value::as_str) == Some("notifications/initialized") {
                     lock(&self.state).initialized = Some(bytes.clone());
@@ -528,7 +538,13 @@ impl Conn {
                             _ => "prompts/get",
                         };
                         let me = Arc::clone(self);
-                        tokio::spawn(async move { me.on_call(msg, id, method).await });
+                        if self.gw.can_escalate(Point::PreToolCall) {
+                            // An approval may take minutes: keep reading meanwhile.
+                            tokio::spawn(async move { me.on_call(msg, id, method).await });
+                        } else {
+                            // Saves a task hand-off on the hot path.
+                            me.on_call(msg, id, method).await;
+                        }
                     }
                     "tools/list" => {
                         let first_page = msg
@@ -615,12 +631,13 @@ impl Conn {
         }
         let gw = Arc::clone(&self.gw);
         let session = self.session.clone();
+        let may_wait = gw.may_wait(Point::PreToolCall, &session, &tool, method, args.clone());
         let (t, original) = (tool.clone(), args.clone());
-        let gated = tokio::task::spawn_blocking(move || gw.before(&session, &t, method, args))
+        let gated = crate::calls::decide(may_wait, move || gw.before(&session, &t, method, args))
             .await
             .unwrap_or_else(|e| Gated::Deny {
                 decision_id: String::new(),
-                reasons: vec!["runtime_error:internal".to_owned(), e.to_string()],
+                reasons: vec!["runtime_error:internal".to_owned(), e],
             });
         let (args, decision_id) = match gated {
             Gated::Proceed { args, decision_id } => (args, decision_id),
@@ -749,7 +766,11 @@ impl Conn {
                             decision_id,
                             started,
                         };
-                        tokio::spawn(async move { me.after_call(msg, f.id, call).await });
+                        if self.gw.can_escalate(Point::PostToolCall) {
+                            tokio::spawn(async move { me.after_call(msg, f.id, call).await });
+                        } else {
+                            me.after_call(msg, f.id, call).await;
+                        }
                     }
                 }
             }
@@ -778,4 +799,33 @@ impl Conn {
 fn with_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes.push(b'\n');
     bytes
+}
+
+/// [`serve_stdio`] on this process's own stdin and stdout. When they are
+/// pipes (as when an MCP client spawns the gateway) they are driven by the
+/// event loop directly instead of through tokio's blocking-thread stdio,
+/// which saves two thread hand-offs per message.
+pub async fn serve_own_stdio(gw: Arc<Gateway>, cmd: ServerCommand) -> Result<(), McpError> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use tokio::net::unix::pipe;
+        let input = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| pipe::Receiver::from_file(std::fs::File::from(fd)).ok());
+        let output = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| pipe::Sender::from_file(std::fs::File::from(fd)).ok());
+        match (input, output) {
+            (Some(i), Some(o)) => return serve_stdio(gw, cmd, i, o).await,
+            (Some(i), None) => return serve_stdio(gw, cmd, i, tokio::io::stdout()).await,
+            (None, Some(o)) => return serve_stdio(gw, cmd, tokio::io::stdin(), o).await,
+            (None, None) => {}
+        }
+    }
+    serve_stdio(gw, cmd, tokio::io::stdin(), tokio::io::stdout()).await
 }

@@ -161,6 +161,36 @@ impl Gateway {
             .map_err(|e| e.to_string())
     }
 
+    /// Whether any decision at `point` could escalate: a rule with effect
+    /// `escalate` applies there, or a Rego/Cedar source (which may return
+    /// any verdict) is loaded. When not, requests are decided in place
+    /// without a task hand-off.
+    pub fn can_escalate(&self, point: Point) -> bool {
+        let set = self.kernel.policy();
+        !set.sources().is_empty()
+            || set
+                .rules()
+                .iter()
+                .any(|r| r.effect == Verdict::Escalate && r.applies_at(point))
+    }
+
+    /// Whether deciding this request could wait for an approver (the policy
+    /// escalates it now; the kernel re-decides, so a reload in between only
+    /// moves a decision between the inline and the blocking path).
+    pub fn may_wait(
+        &self,
+        point: Point,
+        session: &str,
+        tool: &str,
+        method: &str,
+        args: Map<String, Value>,
+    ) -> bool {
+        match self.action(point, session, tool, method, args) {
+            Ok(a) => self.kernel.policy().evaluate(&a).verdict == Verdict::Escalate,
+            Err(_) => false,
+        }
+    }
+
     /// Decides a request before it reaches the server (blocks while an
     /// escalation waits for an approver: call from a blocking context).
     pub fn before(
@@ -198,12 +228,8 @@ impl Gateway {
         method: &str,
         result: Value,
     ) -> Result<Value, Gated> {
-        let mut args = Map::new();
         let output = result_text(&result);
-        if let Some(text) = &output {
-            args.insert("output".to_owned(), Value::String(text.clone()));
-        }
-        args.insert("result".to_owned(), result);
+        let args = post_args(result);
         let action = self
             .action(Point::PostToolCall, session, tool, method, args)
             .map_err(|e| Gated::Deny {
@@ -307,6 +333,17 @@ impl Gateway {
             Err(e) => Err(vec![REASON_TOOL_CHANGED.to_owned(), e.to_string()]),
         }
     }
+}
+
+/// The `post_tool_call` arguments for a result: `{"result": <result>,
+/// "output": <its text parts joined>}` (`output` only when there is text).
+pub fn post_args(result: Value) -> Map<String, Value> {
+    let mut args = Map::new();
+    if let Some(text) = result_text(&result) {
+        args.insert("output".to_owned(), Value::String(text));
+    }
+    args.insert("result".to_owned(), result);
+    args
 }
 
 /// The text parts of a tool, resource or prompt result joined by newlines

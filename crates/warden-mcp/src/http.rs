@@ -10,7 +10,8 @@
 
 use crate::McpError;
 use crate::calls::{
-    CallInfo, INTERCEPTED, ToolBook, call_target, checked_result, denial, reserved, rewrite,
+    CallInfo, INTERCEPTED, ToolBook, call_target, checked_result, denial, is_notification_method,
+    reserved, rewrite,
 };
 use crate::gate::{Gated, Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
 use crate::jsonrpc::{
@@ -29,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use warden_core::Point;
 
 /// JSON-RPC error for a request whose `Mcp-Method`/`Mcp-Name` headers
 /// disagree with its body (MCP 2026-07-28 `HeaderMismatch`).
@@ -200,6 +202,12 @@ async fn post(State(h): State<Arc<Http>>, headers: HeaderMap, body: Body) -> Res
             });
             h.forward(&headers, bytes, post, id).await
         }
+        Kind::Notification if !is_notification_method(&msg) => rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            "only `notifications/*` methods may be sent without an id",
+        ),
         Kind::Notification | Kind::Response { .. } => {
             h.forward(&headers, bytes, None, Value::Null).await
         }
@@ -566,12 +574,13 @@ impl Http {
             }
         }
         let gw = Arc::clone(&self.gw);
+        let may_wait = gw.may_wait(Point::PreToolCall, &session, &tool, method, args.clone());
         let (t, s, original) = (tool.clone(), session.clone(), args.clone());
-        let gated = tokio::task::spawn_blocking(move || gw.before(&s, &t, method, args))
+        let gated = crate::calls::decide(may_wait, move || gw.before(&s, &t, method, args))
             .await
             .unwrap_or_else(|e| Gated::Deny {
                 decision_id: String::new(),
-                reasons: vec!["runtime_error:internal".to_owned(), e.to_string()],
+                reasons: vec!["runtime_error:internal".to_owned(), e],
             });
         let (args, decision_id) = match gated {
             Gated::Proceed { args, decision_id } => (args, decision_id),

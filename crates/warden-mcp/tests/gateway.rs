@@ -416,8 +416,14 @@ async fn malformed_and_oversize_input_get_errors_and_are_not_forwarded() {
         .rpc(json!({"jsonrpc": "2.0", "id": "warden-gw-1", "method": "ping"}))
         .await;
     assert_eq!(r["error"]["code"], -32600, "{r}");
+    // A tools/call sent as a notification (no id) would skip the decision.
+    h.send_raw(
+        br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"write_file","arguments":{}}}"#,
+    )
+    .await;
     h.rpc(json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}))
         .await;
+    assert!(h.upstream_calls("write_file").is_empty());
     assert!(h.upstream_calls("echo").is_empty());
     assert_eq!(
         h.upstream()
@@ -574,4 +580,32 @@ rules:
     assert_eq!(r["result"]["isError"], true);
     let r = h.call(3, "echo", json!({"text": "ok"})).await;
     assert_eq!(r["result"].get("isError"), None, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_2026_07_28_requests_need_no_handshake() {
+    // No initialize: every request carries its protocol version in _meta.
+    let mut h = start_with(&BASE.replace("APPROVAL_TIMEOUT", "5s"), &[], None).await;
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "1"}});
+    let r = h
+        .rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}))
+        .await;
+    assert_eq!(r["result"]["supportedVersions"][0], "2026-07-28", "{r}");
+    let r = h
+        .rpc(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "s"}, "_meta": meta}}))
+        .await;
+    assert_eq!(text(&r), r#"{"text": "s"}"#, "{r}");
+    let r = h
+        .rpc(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "write_file", "arguments": {}, "_meta": meta}}))
+        .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let log = h.upstream();
+    assert!(log.iter().all(|m| m["method"] != "initialize"));
+    // The gateway's own listing spoke the client's protocol version.
+    let own = log.iter().find(|m| m["method"] == "tools/list").unwrap();
+    assert_eq!(own["params"]["_meta"], meta);
+    assert!(h.upstream_calls("write_file").is_empty());
 }

@@ -591,6 +591,8 @@ impl CedarSource {
         if group.set.is_empty() {
             return SourceResult::Undefined;
         }
+        // The deadline covers converting the input too (it is linear in its size).
+        let started = Instant::now();
         let req = match inputs.request(action, group.reads_context) {
             Ok(r) => r,
             Err(m) => {
@@ -600,7 +602,6 @@ impl CedarSource {
                 );
             }
         };
-        let started = Instant::now();
         let response = self
             .authorizer
             .is_authorized(req, &group.set, &self.entities);

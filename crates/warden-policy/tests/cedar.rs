@@ -685,3 +685,60 @@ fn documented_example_passes() {
     assert!(report.passed() >= 6, "{report:?}");
     assert_eq!(report.failed(), 0, "{report:?}");
 }
+
+#[test]
+fn json_schema_format_and_several_policy_files() {
+    let schema = r#"{"": {
+        "entityTypes": {"Agent": {}, "Tool": {}, "Point": {}},
+        "actions": {"shell": {"appliesTo": {"principalTypes": ["Agent"], "resourceTypes": ["Tool"],
+            "context": {"type": "Record", "attributes": {"point": {"type": "String"}}}}}}
+    }}"#;
+    let s = PolicySet::from_sources(&[
+        Source {
+            label: PathBuf::from("j/policy.yaml"),
+            text: "apiVersion: warden.dev/v1\nkind: Policy\nname: j\ndefault: allow\ncedar:\n  policies: [a.cedar, b.cedar]\n  schema: s.json\n".to_owned(),
+        },
+        Source {
+            label: PathBuf::from("j/a.cedar"),
+            text: "permit(principal, action == Action::\"shell\", resource) when { context.point == \"pre_tool_call\" };\n".to_owned(),
+        },
+        Source {
+            label: PathBuf::from("j/b.cedar"),
+            text: "forbid(principal == Agent::\"mallory\", action == Action::\"shell\", resource);\n".to_owned(),
+        },
+        Source {
+            label: PathBuf::from("j/s.json"),
+            text: schema.to_owned(),
+        },
+    ])
+    .map(relaxed)
+    .unwrap();
+    // Ids number the block's policies across files in order.
+    let d = s.decide(&call("alice", "shell", serde_json::json!({})));
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(d.rule_ids, vec!["policy0".to_owned()]);
+    let d = s.decide(&call("mallory", "shell", serde_json::json!({})));
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(d.rule_ids, vec!["policy1".to_owned()]);
+    // A type error against the JSON schema names the second file.
+    let err = PolicySet::from_sources(&[
+        Source {
+            label: PathBuf::from("j/policy.yaml"),
+            text: "apiVersion: warden.dev/v1\nkind: Policy\nname: j\ndefault: allow\ncedar:\n  policies: [a.cedar, b.cedar]\n  schema: s.json\n".to_owned(),
+        },
+        Source {
+            label: PathBuf::from("j/a.cedar"),
+            text: "permit(principal, action == Action::\"shell\", resource);\n".to_owned(),
+        },
+        Source {
+            label: PathBuf::from("j/b.cedar"),
+            text: "\nforbid(principal, action == Action::\"shell\", resource) when { context.point > 1 };\n".to_owned(),
+        },
+        Source {
+            label: PathBuf::from("j/s.json"),
+            text: schema.to_owned(),
+        },
+    ])
+    .unwrap_err();
+    assert_at(&err, "b.cedar", 2, "policy1");
+}

@@ -335,3 +335,85 @@ fn documented_example_passes() {
     assert!(report.passed() >= 5, "{report:?}");
     assert_eq!(report.failed(), 0, "{report:?}");
 }
+
+#[test]
+fn rego_test_rules_run_like_opa_test() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "apiVersion: warden.dev/v1\nkind: Policy\nname: t\ndefault: deny\nrego:\n  modules: [p.rego, p_test.rego]\n  query: data.warden.verdict\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.rego"),
+        "package warden\nverdict := \"deny\" if input.tool == \"shell\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p_test.rego"),
+        "package warden_test\n\nimport data.warden\n\n\
+         test_shell_denied if warden.verdict == \"deny\" with input as {\"tool\": \"shell\"}\n\n\
+         test_ls_undefined if not warden.verdict with input as {\"tool\": \"ls\"}\n\n\
+         test_wrong if warden.verdict == \"allow\" with input as {\"tool\": \"shell\"}\n\n\
+         test_value := 42\n\n\
+         test_conflict := 1 if true\ntest_conflict := 2 if true\n\n\
+         helper := false\n",
+    )
+    .unwrap();
+    let report = warden_policy::testing::run(&[dir.path().to_path_buf()]).unwrap();
+    let by_name = |n: &str| {
+        report
+            .cases
+            .iter()
+            .find(|c| c.name == format!("rego data.warden_test.{n}"))
+            .unwrap_or_else(|| panic!("{n}: {report:?}"))
+    };
+    assert!(by_name("test_shell_denied").failure.is_none(), "{report:?}");
+    assert!(by_name("test_ls_undefined").failure.is_none(), "{report:?}");
+    let wrong = by_name("test_wrong");
+    assert!(
+        wrong.failure.as_deref().unwrap().contains("undefined"),
+        "{wrong:?}"
+    );
+    assert!(wrong.origin.file.ends_with("p_test.rego"), "{wrong:?}");
+    assert_eq!(wrong.origin.line, 9, "{wrong:?}");
+    assert!(
+        by_name("test_value")
+            .failure
+            .as_deref()
+            .unwrap()
+            .contains("42")
+    );
+    assert!(
+        by_name("test_conflict")
+            .failure
+            .as_deref()
+            .unwrap()
+            .contains("error")
+    );
+    // Non-test rules are not run; each test once.
+    assert_eq!(report.cases.len(), 5, "{report:?}");
+    assert_eq!(report.passed(), 2);
+
+    // Policies with neither YAML cases nor Rego tests: nothing was tested.
+    std::fs::write(
+        dir.path().join("p_test.rego"),
+        "package warden_test\nhelper := true\n",
+    )
+    .unwrap();
+    let err = warden_policy::testing::run(&[dir.path().to_path_buf()]).unwrap_err();
+    assert!(err.to_string().contains("no test files"), "{err}");
+}
+
+#[test]
+fn documented_rego_tests_example_passes() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/rego-tests");
+    let report = warden_policy::testing::run(&[dir]).unwrap();
+    let rego_tests = report
+        .cases
+        .iter()
+        .filter(|c| c.name.starts_with("rego data."))
+        .count();
+    assert_eq!(rego_tests, 4, "{report:?}");
+    assert_eq!(report.failed(), 0, "{report:?}");
+}

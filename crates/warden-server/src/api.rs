@@ -26,8 +26,11 @@ use warden_runtime::{ApprovalError, KillTarget, Usage};
 
 /// Every route the sidecar serves, as `(method, path)`; the OpenAPI document
 /// must describe exactly these (a test holds them in sync).
-pub const ROUTES: [(&str, &str); 15] = [
+pub const ROUTES: [(&str, &str); 18] = [
     ("post", "/v1/decide"),
+    ("get", "/v1/identity"),
+    ("post", "/v1/identity/challenge"),
+    ("post", "/v1/identity/session"),
     ("post", "/v1/outcome"),
     ("get", "/v1/approvals"),
     ("post", "/v1/approvals/{id}"),
@@ -57,6 +60,8 @@ pub struct AppState {
     pub admin: AdminAuth,
     /// Request limits.
     pub limits: crate::config::Limits,
+    /// Caller identity (handshake, gate), when configured.
+    pub(crate) identity: Option<Arc<crate::identity::IdentityService>>,
     /// Read access to the audit store (head and proofs).
     pub(crate) audit: crate::store::AuditAccess,
     /// Audit durability: in `sync` mode a decision blocks on the disk.
@@ -180,6 +185,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/outcome", post(outcome))
+        .route("/v1/identity", get(identity_info))
+        .route("/v1/identity/challenge", post(identity_challenge))
+        .route("/v1/identity/session", post(identity_session))
         .route("/v1/audit/head", get(audit_head))
         .route("/v1/audit/proof/{index}", get(audit_proof))
         .route("/healthz", get(healthz))
@@ -288,7 +296,14 @@ async fn decide(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let action: Action = parse_body(&headers, &body, "invalid_action")?;
+    let mut action: Action = parse_body(&headers, &body, "invalid_action")?;
+    // A session credential may also come as a bearer token; the body's wins.
+    if action.credential.is_none()
+        && let Some(c) =
+            bearer(&headers).filter(|c| c.starts_with(warden_identity::gate::SESSION_PREFIX))
+    {
+        action.credential = Some(c.to_owned());
+    }
     let start = Instant::now();
     let wait = q.wait_ms.unwrap_or(0).min(s.limits.max_wait_ms);
     let decision = if wait > 0 {
@@ -312,6 +327,103 @@ async fn decide(
         start.elapsed().as_secs_f64(),
     );
     Ok(json(StatusCode::OK, &decision))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn identity_of(s: &AppState) -> Result<&crate::identity::IdentityService, ApiError> {
+    s.identity.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "identity_disabled",
+            "this sidecar has no `identity:` configuration; decisions do not need credentials",
+        )
+    })
+}
+
+#[derive(Serialize)]
+struct IdentityInfo {
+    did: String,
+    required: bool,
+}
+
+async fn identity_info(State(s): St) -> Result<Response, ApiError> {
+    let id = identity_of(&s)?;
+    Ok(json(
+        StatusCode::OK,
+        &IdentityInfo {
+            did: id.did().to_string(),
+            required: true,
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hello {
+    hello: String,
+}
+
+#[derive(Serialize)]
+struct ChallengeBody {
+    challenge: String,
+}
+
+fn identity_error(e: &warden_identity::IdentityError) -> ApiError {
+    let status = match e {
+        warden_identity::IdentityError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::FORBIDDEN,
+    };
+    ApiError::new(status, "identity", format!("{}: {e}", e.reason()))
+}
+
+async fn identity_challenge(
+    State(s): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = identity_of(&s)?;
+    let h: Hello = parse_body(&headers, &body, "invalid_hello")?;
+    let challenge = id.challenge(&h.hello).map_err(|e| identity_error(&e))?;
+    Ok(json(StatusCode::OK, &ChallengeBody { challenge }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseBody {
+    response: String,
+}
+
+#[derive(Serialize)]
+struct SessionBody {
+    session: String,
+    expires: u64,
+    agent: String,
+}
+
+async fn identity_session(
+    State(s): St,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = identity_of(&s)?;
+    let r: ResponseBody = parse_body(&headers, &body, "invalid_response")?;
+    let grant = id.session(&r.response).map_err(|e| identity_error(&e))?;
+    Ok(json(
+        StatusCode::OK,
+        &SessionBody {
+            session: grant.credential,
+            expires: grant.expires,
+            agent: grant.agent.to_string(),
+        },
+    ))
 }
 
 /// Body of `POST /v1/outcome`.

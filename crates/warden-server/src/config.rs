@@ -116,6 +116,7 @@ struct FileConfig {
     watch: Option<bool>,
     audit: Option<AuditStore>,
     limits: Option<Limits>,
+    identity: Option<crate::identity::IdentityConfig>,
 }
 
 /// The resolved configuration `warden serve` runs with.
@@ -140,6 +141,8 @@ pub struct ServerConfig {
     pub audit: AuditStore,
     /// Request limits.
     pub limits: Limits,
+    /// Caller identity: when set, every decision needs a credential.
+    pub identity: Option<crate::identity::IdentityConfig>,
 }
 
 impl Default for ServerConfig {
@@ -154,6 +157,7 @@ impl Default for ServerConfig {
             watch: true,
             audit: AuditStore::File,
             limits: Limits::default(),
+            identity: None,
         }
     }
 }
@@ -251,6 +255,10 @@ impl ServerConfig {
         }
         if let Some(l) = f.limits {
             self.limits = l;
+        }
+        if let Some(mut i) = f.identity {
+            i.key = i.key.map(rel);
+            self.identity = Some(i);
         }
         self.check_limits()
     }
@@ -415,6 +423,21 @@ mod tests {
             ..Overrides::default()
         };
         assert!(ServerConfig::resolve(None, no_env, flags).is_err());
+    }
+
+    #[test]
+    fn identity_block_parses_strictly() {
+        let (dir, p) = write(
+            "identity:\n  key: id.key\n  anchors:\n    - did: did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp\n      tools: [\"fs.*\"]\n      points: [pre_tool_call]\n",
+        );
+        let c = ServerConfig::resolve(Some(&p), no_env, Overrides::default()).unwrap();
+        let i = c.identity.unwrap();
+        assert_eq!(i.key, Some(dir.path().join("id.key")));
+        assert_eq!(i.anchors.len(), 1);
+        let (_d, p) = write("identity:\n  anchors: []\n  requierd: true\n");
+        assert!(ServerConfig::resolve(Some(&p), no_env, Overrides::default()).is_err());
+        let (_d, p) = write("identity:\n  anchors:\n    - did: x\n      points: [nowhere]\n");
+        assert!(ServerConfig::resolve(Some(&p), no_env, Overrides::default()).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 mod api;
 mod auth;
 mod config;
+mod identity;
 mod metrics;
 mod pack;
 mod reload;
@@ -32,6 +33,9 @@ pub use auth::{AdminAuth, AuthError, MIN_TOKEN_LEN, TokenSource};
 pub use config::{
     AuditStore, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Limits,
     Overrides, ServerConfig, parse_durability,
+};
+pub use identity::{
+    AnchorConfig, IdentityConfig, IdentityService, IdentitySetupError, MAX_PENDING_CHALLENGES,
 };
 pub use metrics::{MAX_TOOL_LABELS, Metrics};
 pub use pack::default_pack;

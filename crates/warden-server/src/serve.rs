@@ -4,6 +4,7 @@
 use crate::api::{AppState, router};
 use crate::auth::{AdminAuth, AuthError, TokenSource};
 use crate::config::ServerConfig;
+use crate::identity::{IdentityService, IdentitySetupError};
 use crate::metrics::Metrics;
 use crate::reload::{PolicySource, Reloader};
 use crate::store::AuditAccess;
@@ -49,6 +50,9 @@ pub enum ServerError {
     /// The configured audit store failed to open.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The identity block is unusable (key file, anchors).
+    #[error(transparent)]
+    Identity(#[from] IdentitySetupError),
     /// A startup task failed.
     #[error("startup: {0}")]
     Startup(String),
@@ -71,9 +75,15 @@ impl std::fmt::Debug for RunningServer {
     }
 }
 
-fn build_kernel(
-    config: &ServerConfig,
-) -> Result<(Arc<Kernel>, PolicySource, AuditAccess), ServerError> {
+/// What startup builds before listening.
+struct Built {
+    kernel: Arc<Kernel>,
+    source: PolicySource,
+    audit: AuditAccess,
+    identity: Option<Arc<IdentityService>>,
+}
+
+fn build_kernel(config: &ServerConfig) -> Result<Built, ServerError> {
     let (handle, source) = if config.policy.is_empty() {
         let set = PolicySet::from_sources(&crate::pack::default_pack())?;
         (PolicyHandle::new(set), PolicySource::Builtin)
@@ -83,14 +93,34 @@ fn build_kernel(
             PolicySource::Paths(config.policy.clone()),
         )
     };
-    let (builder, access) = crate::store::open(Kernel::builder(handle), config)?;
-    Ok((Arc::new(builder.build()?), source, access))
+    let (mut builder, audit) = crate::store::open(Kernel::builder(handle), config)?;
+    let identity = match &config.identity {
+        Some(i) => {
+            let service = Arc::new(IdentityService::open(i, &config.data_dir)?);
+            builder = builder.stage(Box::new(warden_kernel::IdentityStage::new(Arc::clone(
+                service.gate(),
+            ))));
+            Some(service)
+        }
+        None => None,
+    };
+    Ok(Built {
+        kernel: Arc::new(builder.build()?),
+        source,
+        audit,
+        identity,
+    })
 }
 
 impl RunningServer {
     /// Opens the kernel and starts serving on `config.listen` (port 0 picks a free port).
     pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-        let (kernel, source, audit) = {
+        let Built {
+            kernel,
+            source,
+            audit,
+            identity,
+        } = {
             let c = config.clone();
             tokio::task::spawn_blocking(move || build_kernel(&c))
                 .await
@@ -122,6 +152,7 @@ impl RunningServer {
             admin,
             limits: config.limits.clone(),
             audit,
+            identity,
             durability: config.durability,
             reloader,
             ready: AtomicBool::new(true),
@@ -161,6 +192,11 @@ impl RunningServer {
     /// The kernel behind the API (for embedding and tests).
     pub fn kernel(&self) -> &Arc<Kernel> {
         &self.state.kernel
+    }
+
+    /// The sidecar's did:key, when identity is configured.
+    pub fn identity_did(&self) -> Option<String> {
+        self.state.identity.as_ref().map(|i| i.did().to_string())
     }
 
     /// Reloads the policy as `SIGHUP` does.

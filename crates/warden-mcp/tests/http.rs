@@ -1,0 +1,242 @@
+//! The Streamable HTTP gateway against a small in-test MCP server (axum)
+//! that answers in JSON or, for `slow_echo`, in an SSE stream with a
+//! progress notification first. The server counts the calls it receives.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use warden_kernel::Kernel;
+use warden_mcp::{Gateway, HEADER_MISMATCH, serve_http};
+use warden_policy::{PolicyHandle, PolicySet};
+
+const POLICY: &str = r#"
+apiVersion: warden.dev/v1
+kind: Policy
+name: http-test
+default: allow
+rules:
+  - id: no-writes
+    tools: [write_file]
+    effect: deny
+    reason: writes are not allowed here
+  - id: redact-token
+    points: [post_tool_call]
+    tools: [slow_echo]
+    effect: transform
+    transform:
+      redact: [args.result.structuredContent.token]
+    reason: tokens never reach the model
+"#;
+
+#[derive(Default)]
+struct Upstream {
+    calls: AtomicUsize,
+}
+
+async fn upstream(
+    axum::extract::State(u): axum::extract::State<Arc<Upstream>>,
+    body: String,
+) -> axum::response::Response {
+    let msg: Value = serde_json::from_str(&body).unwrap();
+    let id = msg["id"].clone();
+    let result = match msg["method"].as_str().unwrap_or("") {
+        "tools/list" => json!({"tools": [
+            {"name": "echo", "inputSchema": {"type": "object"}},
+            {"name": "slow_echo", "inputSchema": {"type": "object"}},
+            {"name": "write_file", "inputSchema": {"type": "object"}}]}),
+        "tools/call" => {
+            u.calls.fetch_add(1, Ordering::SeqCst);
+            if msg["params"]["name"] == "slow_echo" {
+                let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": "t", "progress": 1}});
+                let answer = json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "content": [{"type": "text", "text": "slow"}],
+                    "structuredContent": {"token": "tok-123"}}});
+                let sse = format!(
+                    "event: message\ndata: {progress}\n\nid: 7\nevent: message\ndata: {answer}\n\n"
+                );
+                return ([("content-type", "text/event-stream")], sse).into_response();
+            }
+            json!({"content": [{"type": "text", "text": msg["params"]["arguments"].to_string()}]})
+        }
+        _ => {
+            if id.is_null() {
+                return StatusCode::ACCEPTED.into_response();
+            }
+            json!({})
+        }
+    };
+    let out = json!({"jsonrpc": "2.0", "id": id, "result": result});
+    ([("content-type", "application/json")], out.to_string()).into_response()
+}
+
+struct Harness {
+    url: String,
+    upstream: Arc<Upstream>,
+}
+
+async fn start() -> Harness {
+    let up = Arc::new(Upstream::default());
+    let app = axum::Router::new()
+        .route("/mcp", axum::routing::post(upstream))
+        .with_state(Arc::clone(&up));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_url = format!("http://{}/mcp", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(POLICY).unwrap()))
+        .build()
+        .unwrap();
+    let gw = Gateway::new(Arc::new(kernel), "agent-1", "http-test").with_max_message_bytes(8192);
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", front.local_addr().unwrap());
+    tokio::spawn(async move { serve_http(Arc::new(gw), &up_url, front).await });
+    Harness { url, upstream: up }
+}
+
+async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+fn call(id: i64, tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": tool, "arguments": {"x": 1}}})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_and_denied_calls() {
+    let h = start().await;
+    let (s, _, body) = post(&h.url, &call(1, "echo"), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], r#"{"x":1}"#, "{body}");
+    let (s, _, body) = post(&h.url, &call(2, "write_file"), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["isError"], true);
+    assert!(body.contains("writes are not allowed here"));
+    assert_eq!(
+        h.upstream.calls.load(Ordering::SeqCst),
+        1,
+        "the denied call never left"
+    );
+    // Hidden from the listing.
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}).to_string();
+    let (_, _, body) = post(&h.url, &list, &[]).await;
+    assert!(
+        !body.contains("write_file") && body.contains("slow_echo"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_answers_are_checked_and_other_events_pass() {
+    let h = start().await;
+    let (s, headers, body) = post(&h.url, &call(1, "slow_echo"), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert!(body.contains("notifications/progress"), "{body}");
+    assert!(
+        body.contains("[REDACTED]") && !body.contains("tok-123"),
+        "{body}"
+    );
+    assert!(body.contains("id: 7"), "event ids kept: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_must_match_the_body() {
+    let h = start().await;
+    // A call dressed up as a ping in its headers is refused, not routed by header.
+    let (s, _, body) = post(&h.url, &call(1, "write_file"), &[("mcp-method", "ping")]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], HEADER_MISMATCH);
+    let (s, _, _) = post(
+        &h.url,
+        &call(2, "write_file"),
+        &[("mcp-method", "tools/call"), ("mcp-name", "echo")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, body) = post(
+        &h.url,
+        &call(3, "echo"),
+        &[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+            ("mcp-protocol-version", "2026-07-28"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(h.upstream.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversize_and_unreachable() {
+    let h = start().await;
+    let (s, _, body) = post(&h.url, "{nope", &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("-32700"));
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"x": "a".repeat(10_000)}}})
+    .to_string();
+    let (s, _, body) = post(&h.url, &big, &[]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let (s, _, _) = post(&h.url, r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let bad_args = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": "x"}})
+    .to_string();
+    let (_, _, body) = post(&h.url, &bad_args, &[]).await;
+    assert!(body.contains("-32602"), "{body}");
+    let sneaky = r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"}}"#;
+    let (s, _, _) = post(&h.url, sneaky, &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(h.upstream.calls.load(Ordering::SeqCst), 0);
+
+    // A gateway whose upstream is down answers with an error, never an allow.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/mcp", dead.local_addr().unwrap());
+    drop(dead);
+    let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(POLICY).unwrap()))
+        .build()
+        .unwrap();
+    let gw = Gateway::new(Arc::new(kernel), "agent-1", "dead");
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", front.local_addr().unwrap());
+    tokio::spawn(async move { serve_http(Arc::new(gw), &dead_url, front).await });
+    let (s, _, body) = post(&url, &call(3, "echo"), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["isError"], true, "{body}");
+    assert!(body.contains("mcp:unknown_tool") || body.contains("mcp:upstream_unavailable"));
+}
