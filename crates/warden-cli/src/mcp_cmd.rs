@@ -71,15 +71,13 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
     let (kernel, gateway) = match &args.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-            let durability = match args.durability {
-                crate::check::DurabilityArg::Sync => warden_audit::Durability::Sync,
-                crate::check::DurabilityArg::Batched => warden_audit::Durability::Batched,
-            };
-            let (kernel, sink) = warden_mcp::kernel_on_data_dir(policy, dir, durability)?;
-            let kernel = Arc::new(kernel);
+            let kernel = Arc::new(
+                warden_kernel::Kernel::builder(policy)
+                    .data_dir(dir, args.durability.into_durability())?
+                    .build()?,
+            );
             let gw = Gateway::new(Arc::clone(&kernel), &args.agent, &label)
-                .with_pins(PinStore::open(dir)?)
-                .with_audit(sink);
+                .with_pins(PinStore::open(dir)?);
             (kernel, gw)
         }
         None => {
@@ -95,10 +93,18 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
             .with_max_message_bytes(args.max_message_bytes)
             .with_approval_wait(std::time::Duration::from_secs(args.approval_wait_secs)),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    // stdio serves one client: one event-loop thread, so a message crosses
+    // no thread on its way through (decisions run in place; escalation waits
+    // go to the blocking pool). HTTP serves many sessions: two workers.
+    let runtime = match args.upstream {
+        Some(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
     let served = match &args.upstream {
         Some(url) => runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_core::{Action, Decision, Point, Verdict};
-use warden_kernel::{AuditEvent, AuditSink, Kernel, Outcome};
+use warden_kernel::{AuditEvent, Kernel, Outcome};
 use warden_policy::RuleResult;
 
 /// Default agent id of `warden mcp` when `--agent` is not given.
@@ -59,7 +59,6 @@ impl Gated {
 /// Policy, pins and audit shared by every connection of one gateway.
 pub struct Gateway {
     kernel: Arc<Kernel>,
-    audit: Option<Arc<dyn AuditSink>>,
     agent: String,
     server: String,
     pins: PinStore,
@@ -86,7 +85,6 @@ impl Gateway {
     pub fn new(kernel: Arc<Kernel>, agent: impl Into<String>, server: impl Into<String>) -> Self {
         Gateway {
             kernel,
-            audit: None,
             agent: agent.into(),
             server: server.into(),
             pins: PinStore::in_memory(),
@@ -100,13 +98,6 @@ impl Gateway {
     #[must_use]
     pub fn with_pins(mut self, pins: PinStore) -> Self {
         self.pins = pins;
-        self
-    }
-
-    /// Writes gateway events (rug-pulls) to `sink`: pass the kernel's own sink.
-    #[must_use]
-    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
-        self.audit = Some(sink);
         self
     }
 
@@ -311,9 +302,9 @@ impl Gateway {
                     .lock()
                     .map(|mut a| a.insert(format!("{name} {digest}")))
                     .unwrap_or(true);
+                // Recorded in the kernel's own audit log (none: not audited).
                 if first
-                    && let Some(sink) = &self.audit
-                    && let Err(e) = sink.append(AuditEvent::McpToolChanged {
+                    && let Err(e) = self.kernel.record_event(AuditEvent::McpToolChanged {
                         ts_ms: warden_runtime::now_ms(),
                         server: self.server.clone(),
                         tool: name.to_owned(),
@@ -386,50 +377,4 @@ fn apply(decision: Decision, mut action: Action) -> Result<(Decision, Action), G
         }
     }
     Ok((decision, action))
-}
-
-/// A kernel keeping its state in `dir` — the kill switch shared with other
-/// processes and the audit log — and the audit sink itself, so the gateway
-/// can record its own events (rug-pulls) in the same log. Mirrors
-/// [`KernelBuilder::data_dir`](warden_kernel::KernelBuilder::data_dir), which
-/// keeps its sink to itself.
-pub fn kernel_on_data_dir(
-    policy: warden_policy::PolicyHandle,
-    dir: &std::path::Path,
-    durability: warden_audit::Durability,
-) -> Result<(Kernel, Arc<dyn AuditSink>), crate::McpError> {
-    let kill = warden_runtime::KillSwitch::open(dir, Duration::from_millis(10))
-        .map_err(warden_kernel::KernelError::from)?;
-    let log = warden_audit::AuditLog::<AuditEvent>::open(
-        dir,
-        warden_audit::AuditConfig {
-            durability,
-            ..warden_audit::AuditConfig::default()
-        },
-    )
-    .map_err(|e| warden_kernel::KernelError::Audit(e.to_string()))?;
-    let sink: Arc<dyn AuditSink> = Arc::new(log);
-    let observed = Arc::clone(&sink);
-    kill.observe(move |change| {
-        let event = match change {
-            warden_runtime::KillChange::Killed(target, k) => AuditEvent::Kill {
-                ts_ms: k.at_ms,
-                target,
-                reason: k.reason,
-                by: k.by,
-            },
-            warden_runtime::KillChange::Lifted(target) => AuditEvent::Unkill {
-                ts_ms: warden_runtime::now_ms(),
-                target,
-                by: None,
-            },
-        };
-        // The kill is in force either way; a failing log fails the next decision.
-        let _ = observed.append(event);
-    });
-    let kernel = Kernel::builder(policy)
-        .kill_switch(kill)
-        .audit(Arc::clone(&sink))
-        .build()?;
-    Ok((kernel, sink))
 }

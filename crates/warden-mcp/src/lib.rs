@@ -26,7 +26,7 @@ pub use error::McpError;
 pub use gate::{
     DEFAULT_AGENT, DEFAULT_APPROVAL_WAIT, DEFAULT_MAX_MESSAGE_BYTES, Gated, Gateway,
     REASON_DUPLICATE_TOOL, REASON_TOOL_CHANGED, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN,
-    RESERVED_TOOLS, kernel_on_data_dir, post_args,
+    RESERVED_TOOLS, post_args,
 };
 pub use http::{HEADER_MISMATCH, serve_http};
 pub use pins::{PIN_FILE, PinCheck, PinStore, tool_digest};

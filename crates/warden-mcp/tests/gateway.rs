@@ -105,8 +105,7 @@ async fn start_with(yaml: &str, opts: &[&str], max: Option<usize>) -> Harness {
             .build()
             .unwrap(),
     );
-    let mut gw =
-        Gateway::new(Arc::clone(&kernel), "agent-1", "scripted").with_audit(events.clone());
+    let mut gw = Gateway::new(Arc::clone(&kernel), "agent-1", "scripted");
     if let Some(m) = max {
         gw = gw.with_max_message_bytes(m);
     }
@@ -221,7 +220,8 @@ fn text(r: &Value) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// A single-threaded runtime, as `warden mcp` on stdio uses.
+#[tokio::test(flavor = "current_thread")]
 async fn allowed_call_reaches_the_server_and_comes_back() {
     let mut h = start(&[]).await;
     let r = h.call(1, "echo", json!({"text": "hello ✓"})).await;
@@ -259,7 +259,8 @@ async fn denied_call_never_reaches_the_server_and_tool_is_hidden() {
     assert!(h.upstream_calls("write_file").is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// A single-threaded runtime, as `warden mcp` on stdio uses.
+#[tokio::test(flavor = "current_thread")]
 async fn escalation_waits_for_an_approver() {
     let mut h = start(&[]).await;
     let kernel = Arc::clone(&h.kernel);
@@ -434,7 +435,8 @@ async fn malformed_and_oversize_input_get_errors_and_are_not_forwarded() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// A single-threaded runtime, as `warden mcp` on stdio uses.
+#[tokio::test(flavor = "current_thread")]
 async fn upstream_crash_is_an_error_then_the_server_restarts() {
     let mut h = start(&[]).await;
     let r = h.call(1, "crash", json!({})).await;
