@@ -242,6 +242,12 @@ impl Kernel {
         &self.kill
     }
 
+    /// Appends an event to this kernel's audit log (adapters record their
+    /// own findings, e.g. the MCP gateway's rug-pulls, in the same log).
+    pub fn record_event(&self, event: AuditEvent) -> Result<(), KernelError> {
+        self.audit(event)
+    }
+
     /// Audit records handed over but not yet durable (`None`: no audit, or
     /// the store cannot tell). Exported as a queue-depth metric.
     pub fn audit_backlog(&self) -> Option<u64> {
