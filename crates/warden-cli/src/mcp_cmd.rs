@@ -44,6 +44,12 @@ pub(crate) struct McpArgs {
     /// Where the HTTP gateway listens (with --upstream).
     #[arg(long, default_value = "127.0.0.1:8090", requires = "upstream")]
     listen: String,
+    /// Also serve the sidecar API (approvals, kill switch, audit head and
+    /// proofs, metrics; docs/server.md) for this gateway's kernel on
+    /// HOST:PORT, so an approver can answer escalated calls. Needs --data-dir;
+    /// the admin token is WARDEN_ADMIN_TOKEN or DATA_DIR/admin.token.
+    #[arg(long, requires = "data_dir")]
+    api: Option<String>,
     /// Instead of a gateway, be a minimal stdio MCP server with one tool,
     /// `echo` (the upstream of `warden bench mcp`).
     #[arg(long, hide = true)]
@@ -105,6 +111,31 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
             .enable_all()
             .build()?,
     };
+    // The API task lives on this runtime as long as the gateway does.
+    let api = match (&args.api, &args.data_dir) {
+        (Some(listen), Some(dir)) => {
+            let config = warden_server::ServerConfig::resolve(
+                None,
+                |k| std::env::var(k).ok(),
+                warden_server::Overrides {
+                    listen: Some(listen.clone()),
+                    policy: args.policy.clone(),
+                    data_dir: Some(dir.clone()),
+                    durability: Some(args.durability.into_durability()),
+                },
+            )?;
+            let server = runtime.block_on(warden_server::RunningServer::attach(
+                Arc::clone(&kernel),
+                &config,
+            ))?;
+            eprintln!(
+                "warden mcp: API (approvals, kill switch, audit, metrics) on http://{}",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        _ => None,
+    };
     let served = match &args.upstream {
         Some(url) => runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -140,6 +171,9 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
                 .map_err(anyhow::Error::from)
         }
     };
+    if let Some(server) = api {
+        runtime.block_on(server.shutdown())?;
+    }
     kernel.flush()?;
     // stdin readers may still block on the OS: do not wait for them.
     runtime.shutdown_background();

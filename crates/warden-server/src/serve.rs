@@ -115,17 +115,53 @@ fn build_kernel(config: &ServerConfig) -> Result<Built, ServerError> {
 impl RunningServer {
     /// Opens the kernel and starts serving on `config.listen` (port 0 picks a free port).
     pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-        let Built {
-            kernel,
-            source,
-            audit,
-            identity,
-        } = {
+        let built = {
             let c = config.clone();
             tokio::task::spawn_blocking(move || build_kernel(&c))
                 .await
                 .map_err(|e| ServerError::Startup(e.to_string()))??
         };
+        Self::listen(built, &config).await
+    }
+
+    /// Serves the API for a kernel built elsewhere (e.g. the MCP gateway's,
+    /// so approvers and operators reach the gateway's approvals and kill
+    /// switch). `config` must describe that kernel: its `policy` paths (for
+    /// reload; empty means nothing to reload), `data_dir` and `audit` store
+    /// (for head and proofs); `identity` is not applied to an attached kernel.
+    pub async fn attach(
+        kernel: Arc<Kernel>,
+        config: &ServerConfig,
+    ) -> Result<RunningServer, ServerError> {
+        let source = if config.policy.is_empty() {
+            PolicySource::Builtin
+        } else {
+            PolicySource::Paths(config.policy.clone())
+        };
+        let audit = match &config.audit {
+            crate::config::AuditStore::File => AuditAccess::File(config.data_dir.clone()),
+            crate::config::AuditStore::Postgres { .. } => {
+                return Err(ServerError::Startup(
+                    "attaching to a kernel with a PostgreSQL store is not supported".to_owned(),
+                ));
+            }
+        };
+        let built = Built {
+            kernel,
+            source,
+            audit,
+            identity: None,
+        };
+        Self::listen(built, config).await
+    }
+
+    async fn listen(built: Built, config: &ServerConfig) -> Result<RunningServer, ServerError> {
+        let Built {
+            kernel,
+            source,
+            audit,
+            identity,
+        } = built;
         let admin = match &config.admin_token {
             Some(t) => AdminAuth::from_token(t)?,
             None => AdminAuth::from_file(
