@@ -426,20 +426,21 @@ fn sth_cadence_by_count_and_by_time() {
     log.close().unwrap();
 }
 
-#[test]
-fn back_pressure_with_a_tiny_queue() {
+/// `threads` appenders of `per_thread` records each on a batched log with
+/// `capacity` queue slots; checks the flushed head and the verified count.
+fn concurrent_batched_appends(capacity: usize, threads: u64, per_thread: u64) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = AuditConfig {
-        queue_capacity: 1,
-        ..config(Durability::Batched, 16)
+        queue_capacity: capacity,
+        ..config(Durability::Batched, 8)
     };
     let log = std::sync::Arc::new(AuditLog::open(dir.path(), cfg).unwrap());
-    let handles: Vec<_> = (0..4)
+    let handles: Vec<_> = (0..threads)
         .map(|t| {
             let log = std::sync::Arc::clone(&log);
             std::thread::spawn(move || {
-                for i in 0..250 {
-                    log.append(rec(t * 1000 + i)).unwrap();
+                for i in 0..per_thread {
+                    log.append(rec(t * 100_000 + i)).unwrap();
                 }
             })
         })
@@ -447,14 +448,27 @@ fn back_pressure_with_a_tiny_queue() {
     for h in handles {
         h.join().unwrap();
     }
+    let total = threads * per_thread;
+    assert_eq!(log.flush().unwrap().unwrap().size, total);
     let log = std::sync::Arc::into_inner(log).unwrap();
     log.close().unwrap();
     assert_eq!(
         verify(dir.path(), &VerifyOptions::default())
             .unwrap()
             .records,
-        1000
+        total
     );
+}
+
+#[test]
+fn back_pressure_with_a_tiny_queue() {
+    concurrent_batched_appends(1, 4, 250);
+}
+
+#[test]
+fn many_batched_appenders_with_a_small_queue() {
+    // Above the lingering writer's early-wake threshold (a quarter of 64).
+    concurrent_batched_appends(64, 4, 2_000);
 }
 
 /// Waits (up to a generous bound, not a timing assertion) until `log` has
@@ -499,34 +513,30 @@ fn batched_records_reach_the_disk_without_a_flush() {
 }
 
 #[test]
-fn many_batched_appenders_with_a_small_queue() {
+fn spent_records_are_handed_back_for_reuse() {
+    // In sync mode each append returns after its batch was written, so the
+    // next append deterministically gets the previous record back.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = AuditConfig {
-        queue_capacity: 64,
-        ..config(Durability::Batched, 8)
-    };
-    let log = std::sync::Arc::new(AuditLog::open(dir.path(), cfg).unwrap());
-    let handles: Vec<_> = (0..4)
-        .map(|t| {
-            let log = std::sync::Arc::clone(&log);
-            std::thread::spawn(move || {
-                for i in 0..2_000 {
-                    log.append(rec(t * 10_000 + i)).unwrap();
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
+    let log = AuditLog::open(dir.path(), config(Durability::Sync, 4)).unwrap();
+    let mut spare = None;
+    for i in 0..40u64 {
+        let index = log.append_recycling(rec(i), &mut spare).unwrap();
+        assert_eq!(index, i);
+        if i == 0 {
+            assert_eq!(spare, None);
+        } else {
+            // Reused: taken out, then the slot is free for the next one.
+            assert_eq!(spare.take(), Some(rec(i - 1)));
+        }
     }
-    let sth = log.flush().unwrap().unwrap();
-    assert_eq!(sth.size, 8_000);
-    let log = std::sync::Arc::into_inner(log).unwrap();
+    // A caller that already holds a spare is not given another.
+    let mut held = Some(rec(999));
+    log.append_recycling(rec(40), &mut held).unwrap();
+    assert_eq!(held, Some(rec(999)));
     log.close().unwrap();
-    assert_eq!(
-        verify(dir.path(), &VerifyOptions::default())
-            .unwrap()
-            .records,
-        8_000
-    );
+    let stored: Vec<u64> = records(dir.path(), 0)
+        .unwrap()
+        .map(|r| r.unwrap().json().unwrap()["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stored, (0..=40).collect::<Vec<_>>());
 }

@@ -17,9 +17,7 @@ const CONNECTIONS: usize = 64;
 /// Offered load of the paced run, requests per second over all connections.
 /// Closed-loop runs measure capacity; with 64 requests always in flight their
 /// latency is queueing (Little's law: 64 / throughput), so latency is measured
-/// at a fixed offered rate below capacity, from each request's send time
-/// (tokio timers tick in milliseconds, so the schedule itself is not a
-/// precise clock).
+/// at a fixed offered rate below capacity, from each request's send time.
 const PACED_RATE: f64 = 10_000.0;
 
 #[derive(Serialize)]
@@ -97,10 +95,35 @@ async fn load(
 ) -> Result<(Vec<u64>, Duration)> {
     let start = Instant::now();
     let end = start + time;
-    // Each connection sends every `interval`, offset so sends interleave.
-    let interval = rate.map(|r| Duration::from_secs_f64(CONNECTIONS as f64 / r));
+    // Paced: an OS thread (µs-precise sleeps; tokio timers tick in
+    // milliseconds and would send in bursts) hands out send slots round-robin.
+    let mut slots = Vec::with_capacity(CONNECTIONS);
+    let mut receivers = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        slots.push(tx);
+        receivers.push(rate.map(|_| rx));
+    }
+    if let Some(r) = rate {
+        let interval = Duration::from_secs_f64(1.0 / r);
+        std::thread::spawn(move || {
+            let mut next = Instant::now();
+            let mut i = 0usize;
+            while next < end {
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+                if let Some(tx) = slots.get(i % CONNECTIONS) {
+                    let _ = tx.send(());
+                }
+                i += 1;
+                next += interval;
+            }
+        });
+    }
     let mut tasks = Vec::with_capacity(CONNECTIONS);
-    for c in 0..CONNECTIONS {
+    for mut paced in receivers {
         let body = Bytes::copy_from_slice(body);
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
@@ -109,16 +132,15 @@ async fn load(
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut lat = Vec::new();
-            let mut next = interval.map(|i| start + i.mul_f64(c as f64 / CONNECTIONS as f64));
             while Instant::now() < end {
                 let req = hyper::Request::post("/v1/decide")
                     .header("host", "bench")
                     .header("content-type", "application/json")
                     .body(Full::new(body.clone()))?;
-                if let (Some(n), Some(i)) = (next.as_mut(), interval) {
-                    tokio::time::sleep_until((*n).into()).await;
-                    // A connection that fell behind sends at once rather than in a burst.
-                    *n = (*n + i).max(Instant::now());
+                if let Some(rx) = paced.as_mut()
+                    && rx.recv().await.is_none()
+                {
+                    break;
                 }
                 let t = Instant::now();
                 let resp = sender.send_request(req).await?;

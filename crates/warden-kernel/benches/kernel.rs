@@ -8,7 +8,8 @@ use std::sync::Arc;
 use warden_kernel::{AuditEvent, AuditSink, Kernel};
 use warden_policy::{PolicyHandle, PolicySet, workloads};
 
-/// Builds the record and drops it: the caller-side cost of auditing.
+/// Builds the record and drops it: the caller-side cost of auditing with a
+/// sink that does not recycle records.
 struct Discard;
 impl AuditSink for Discard {
     fn append(&self, event: AuditEvent) -> Result<(), String> {
@@ -16,6 +17,27 @@ impl AuditSink for Discard {
         Ok(())
     }
     fn flush(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Hands every record straight back for reuse: the caller-side cost of
+/// auditing when the sink recycles records (as the file log does).
+struct Recycle;
+impl AuditSink for Recycle {
+    fn append(&self, event: AuditEvent) -> Result<(), String> {
+        drop(black_box(event));
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn append_recycling(
+        &self,
+        event: AuditEvent,
+        spare: &mut Option<AuditEvent>,
+    ) -> Result<(), String> {
+        *spare = Some(black_box(event));
         Ok(())
     }
 }
@@ -39,6 +61,13 @@ fn kernel(c: &mut Criterion) {
         .unwrap();
     g.bench_function("kernel-full/100-rules/record-built", |b| {
         b.iter(|| black_box(discard.decide(black_box(&action))))
+    });
+    let recycle = Kernel::builder(policy())
+        .audit(Arc::new(Recycle))
+        .build()
+        .unwrap();
+    g.bench_function("kernel-full/100-rules/record-reused", |b| {
+        b.iter(|| black_box(recycle.decide(black_box(&action))))
     });
     let dir = tempfile::tempdir().unwrap();
     let logged = Kernel::builder(policy())

@@ -531,72 +531,98 @@ fn decision_record(
     decision: &Decision,
     raw: bool,
 ) -> AuditEvent {
-    let ts_ms = now_ms();
-    match spare {
-        Some(AuditEvent::Decision {
-            action: mut body,
-            mut agent,
-            mut decision_id,
-            mut obligations,
-            point: _,
-            mut policy_hash,
-            mut reasons,
-            mut rule_ids,
-            mut session,
-            mut tool,
-            ts_ms: _,
-            verdict: _,
-        }) => {
-            body.args.clone_from(&action.args);
-            body.context.clone_from(&action.context);
-            body.raw = raw;
-            agent.clone_from(&action.agent);
-            decision_id.clone_from(&decision.decision_id);
-            obligations.clone_from(&decision.obligations);
-            policy_hash.clone_from(&decision.policy_hash);
-            reasons.clone_from(&decision.reasons);
-            rule_ids.clone_from(&decision.rule_ids);
-            session.clone_from(&action.session);
-            match (&mut tool, action.tool()) {
-                (Some(t), Some(new)) => {
-                    t.clear();
-                    t.push_str(new);
-                }
-                (t, new) => *t = new.map(str::to_owned),
-            }
-            AuditEvent::Decision {
-                action: body,
-                agent,
-                decision_id,
-                obligations,
+    let ts = now_ms();
+    let mut event = match spare {
+        Some(event @ AuditEvent::Decision { .. }) => event,
+        _ => {
+            return AuditEvent::Decision {
+                decision_id: decision.decision_id.clone(),
+                ts_ms: ts,
+                policy_hash: decision.policy_hash.clone(),
                 point: action.point,
-                policy_hash,
-                reasons,
-                rule_ids,
-                session,
-                tool,
-                ts_ms,
+                agent: action.agent.clone(),
+                session: action.session.clone(),
+                tool: action.tool().map(str::to_owned),
+                action: ActionBody {
+                    args: action.args.clone(),
+                    context: action.context.clone(),
+                    raw,
+                },
                 verdict: decision.verdict,
+                reasons: decision.reasons.clone(),
+                rule_ids: decision.rule_ids.clone(),
+                obligations: decision.obligations.clone(),
+            };
+        }
+    };
+    // Overwritten in place: every field, so nothing of the earlier decision
+    // survives (tests/recycled_records.rs checks each record byte for byte).
+    if let AuditEvent::Decision {
+        action: body,
+        agent,
+        decision_id,
+        obligations,
+        point,
+        policy_hash,
+        reasons,
+        rule_ids,
+        session,
+        tool,
+        ts_ms,
+        verdict,
+    } = &mut event
+    {
+        assign_map(&mut body.args, &action.args);
+        assign_map(&mut body.context, &action.context);
+        body.raw = raw;
+        agent.clone_from(&action.agent);
+        decision_id.clone_from(&decision.decision_id);
+        obligations.clone_from(&decision.obligations);
+        *point = action.point;
+        policy_hash.clone_from(&decision.policy_hash);
+        reasons.clone_from(&decision.reasons);
+        rule_ids.clone_from(&decision.rule_ids);
+        session.clone_from(&action.session);
+        match (tool, action.tool()) {
+            (Some(t), Some(new)) => {
+                t.clear();
+                t.push_str(new);
+            }
+            (t, new) => *t = new.map(str::to_owned),
+        }
+        *ts_ms = ts;
+        *verdict = decision.verdict;
+    }
+    event
+}
+
+/// `dst = src.clone()`, reusing `dst`'s allocations: in place when the keys
+/// are the same and in the same order (the usual case: the same tool called
+/// again), which keeps the map's index valid.
+fn assign_map(
+    dst: &mut serde_json::Map<String, serde_json::Value>,
+    src: &serde_json::Map<String, serde_json::Value>,
+) {
+    if dst.len() == src.len() && dst.keys().zip(src.keys()).all(|(a, b)| a == b) {
+        for (d, s) in dst.values_mut().zip(src.values()) {
+            assign_value(d, s);
+        }
+    } else {
+        dst.clone_from(src);
+    }
+}
+
+fn assign_value(dst: &mut serde_json::Value, src: &serde_json::Value) {
+    use serde_json::Value;
+    match (&mut *dst, src) {
+        (Value::String(d), Value::String(s)) => d.clone_from(s),
+        (Value::Object(d), Value::Object(s)) => assign_map(d, s),
+        (Value::Array(d), Value::Array(s)) if d.len() == s.len() => {
+            for (d, s) in d.iter_mut().zip(s) {
+                assign_value(d, s);
             }
         }
-        _ => AuditEvent::Decision {
-            decision_id: decision.decision_id.clone(),
-            ts_ms,
-            policy_hash: decision.policy_hash.clone(),
-            point: action.point,
-            agent: action.agent.clone(),
-            session: action.session.clone(),
-            tool: action.tool().map(str::to_owned),
-            action: ActionBody {
-                args: action.args.clone(),
-                context: action.context.clone(),
-                raw,
-            },
-            verdict: decision.verdict,
-            reasons: decision.reasons.clone(),
-            rule_ids: decision.rule_ids.clone(),
-            obligations: decision.obligations.clone(),
-        },
+        _ => dst.clone_from(src),
     }
 }
 

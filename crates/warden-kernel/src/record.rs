@@ -9,6 +9,9 @@ use warden_runtime::{KillTarget, Resolution};
 /// `type` tells the kinds apart.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Decision records dominate and are reused in place (see
+// `AuditSink::append_recycling`); boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum AuditEvent {
     /// A decision. Fields are declared in RFC 8785 order (after the `type`
     /// tag) so the canonical writer rarely has to reorder them.
