@@ -142,7 +142,7 @@ impl Reloader {
                     let _ = me.reload("file change");
                 }
             })
-            .map_err(|e| notify::Error::io(e))?;
+            .map_err(notify::Error::io)?;
         Ok(Some(watcher))
     }
 }
