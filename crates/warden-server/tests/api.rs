@@ -223,7 +223,8 @@ async fn bad_requests_get_named_errors_and_never_a_decision() {
         ..Limits::default()
     })
     .await;
-    let cases: Vec<(Vec<u8>, &[(&str, &str)], StatusCode, &str)> = vec![
+    type Case<'a> = (Vec<u8>, &'a [(&'a str, &'a str)], StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             b"{not json".to_vec(),
             &[JSON],
