@@ -315,8 +315,20 @@ async fn decide(
         .await
         .map_err(|e| ApiError::internal(format!("decision task: {e}")))?
     } else if s.durability == Durability::Sync {
-        // The caller waits for the disk; let the runtime move other tasks off this worker.
-        tokio::task::block_in_place(|| s.kernel.decide(&action))
+        // The caller waits for the disk: keep the runtime's other tasks moving
+        // (block_in_place needs a multi-thread runtime; an embedding one, such as
+        // `warden mcp`'s, may be current-thread).
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            tokio::task::block_in_place(|| s.kernel.decide(&action))
+        } else {
+            let kernel = Arc::clone(&s.kernel);
+            let action = action.clone();
+            tokio::task::spawn_blocking(move || kernel.decide(&action))
+                .await
+                .map_err(|e| ApiError::internal(format!("decision task: {e}")))?
+        }
     } else {
         s.kernel.decide(&action)
     };

@@ -928,3 +928,34 @@ async fn refuses_to_start_without_a_valid_policy_and_drains_on_shutdown() {
     assert!(TcpStream::connect(addr).await.is_err(), "stopped listening");
     assert!(Path::new(&dir.path().join("data2/audit")).exists());
 }
+
+/// An embedding runtime may be current-thread (as `warden mcp --api`'s is);
+/// sync durability must still answer there.
+#[tokio::test(flavor = "current_thread")]
+async fn sync_durability_on_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("policy");
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(pdir.join("p.yaml"), POLICY).unwrap();
+    let mut config = ServerConfig::resolve(
+        None,
+        |_| None,
+        Overrides {
+            listen: Some("127.0.0.1:0".to_owned()),
+            policy: vec![pdir],
+            data_dir: Some(dir.path().join("data")),
+            durability: Some(warden_audit::Durability::Sync),
+        },
+    )
+    .unwrap();
+    config.admin_token = Some(TOKEN.to_owned());
+    config.watch = false;
+    let server = RunningServer::start(config).await.unwrap();
+    let d = decide(
+        server.local_addr(),
+        json!({"agent": "a", "tool": "sql.query", "args": {"query": "SELECT 1"}}),
+    )
+    .await;
+    assert_eq!(d["verdict"], "allow");
+    server.shutdown().await.unwrap();
+}
