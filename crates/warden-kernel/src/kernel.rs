@@ -1,16 +1,18 @@
 //! `Kernel::decide`: the single chokepoint every action passes.
 
 use crate::record::{ActionBody, AuditEvent, AuditSink};
-use crate::stage::{KillStage, QuotaStage, Stage, Stop};
+use crate::ring::{RingCheck, RingStage};
+use crate::stage::{KillStage, QuotaStage, Stage, StageOrder, Stop};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use warden_core::{Action, Decision, Obligation, RuntimeError, Verdict};
+use warden_identity::TrustBook;
 use warden_policy::{Outcome as PolicyOutcome, PolicyError, PolicyHandle, PolicySet};
 use warden_runtime::{
     ApprovalError, ApprovalRequest, Approvals, KillError, KillSwitch, KillTarget, QuotaBook,
-    Resolution, Usage, now_ms,
+    Resolution, RingPermit, Usage, now_ms,
 };
 
 /// Pending outcome charges kept before old ones are evicted.
@@ -68,6 +70,7 @@ pub struct KernelBuilder {
     stages: Vec<Box<dyn Stage>>,
     args_mode: ArgsMode,
     observe_kills: bool,
+    trust: Option<Arc<TrustBook>>,
 }
 
 impl KernelBuilder {
@@ -130,6 +133,15 @@ impl KernelBuilder {
         self
     }
 
+    /// Reads agents' trust tiers for the ring stage from `trust` (share the
+    /// book the identity stage's [`TrustFeed`](crate::TrustFeed) updates).
+    /// Without one, every agent is at the default baseline's tier.
+    #[must_use]
+    pub fn trust(mut self, trust: Arc<TrustBook>) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
     /// Raw or hashed arguments in audit records.
     #[must_use]
     pub fn args_mode(mut self, mode: ArgsMode) -> Self {
@@ -142,6 +154,7 @@ impl KernelBuilder {
         let policy = self.policy;
         let set = policy.current();
         let quotas = Arc::new(ArcSwap::from_pointee(QuotaBook::new(set.quotas())));
+        let rings = RingStage::new(&set, self.trust);
         let kill = self.kill.unwrap_or_else(KillSwitch::in_memory);
         if self.observe_kills
             && let Some(sink) = &self.audit
@@ -161,6 +174,9 @@ impl KernelBuilder {
             audit: self.audit,
             usage: DashMap::new(),
             args_mode: self.args_mode,
+            rings,
+            ring_permits: DashMap::new(),
+            ring_escalations: DashMap::new(),
         };
         kernel.audit(AuditEvent::PolicyLoaded {
             ts_ms: now_ms(),
@@ -204,6 +220,12 @@ pub struct Kernel {
     /// when they were decided (entries whose outcome never comes are evicted).
     usage: DashMap<String, (Action, std::time::Instant)>,
     args_mode: ArgsMode,
+    /// Stage 3, run between the stages ordered before and after [`StageOrder::Ring`].
+    rings: RingStage,
+    /// Ring concurrency slots held until the decision's outcome is recorded.
+    ring_permits: DashMap<String, (RingPermit, std::time::Instant)>,
+    /// Pending ring escalations: decision id → (agent, tool).
+    ring_escalations: DashMap<String, ((String, String), std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -229,6 +251,7 @@ impl Kernel {
             stages: Vec::new(),
             args_mode: ArgsMode::Digest,
             observe_kills: false,
+            trust: None,
         }
     }
 
@@ -267,15 +290,82 @@ impl Kernel {
     /// whose id is the decision id.
     pub fn decide(&self, action: &Action) -> Decision {
         let set = self.policy.guard();
-        let decision = self.evaluate(&set, action);
-        self.finish(&set, action, decision)
+        let mut permit = None;
+        let decision = self.evaluate(&set, action, &mut permit);
+        let decision = self.finish(&set, action, decision);
+        if let Some(p) = permit
+            && decision.verdict.proceeds()
+        {
+            self.hold(&self.ring_permits, decision.decision_id.clone(), p);
+        }
+        decision
     }
 
-    fn evaluate(&self, set: &PolicySet, action: &Action) -> Decision {
+    /// Inserts into a map of entries awaiting an outcome or approval,
+    /// evicting stale ones first so entries that never resolve stay bounded.
+    fn hold<V>(&self, map: &DashMap<String, (V, std::time::Instant)>, id: String, v: V) {
+        // Outcomes that never came must not grow memory without bound.
+        if map.len() >= MAX_PENDING_USAGE
+            && let Some(cutoff) = std::time::Instant::now().checked_sub(PENDING_USAGE_TTL)
+        {
+            map.retain(|_, (_, at)| *at > cutoff);
+        }
+        map.insert(id, (v, std::time::Instant::now()));
+    }
+
+    /// The ring stage: `Some` decision when it stops the action.
+    fn ring_gate(
+        &self,
+        set: &PolicySet,
+        action: &Action,
+        permit: &mut Option<RingPermit>,
+    ) -> Option<Decision> {
+        match self.rings.check(action, now_ms()) {
+            RingCheck::Pass(p) => {
+                *permit = p;
+                None
+            }
+            RingCheck::Stop(stop) => Some(stopped(set, stop)),
+            RingCheck::Escalate(stop, elevation) => {
+                let mut d = stopped(set, stop);
+                d.verdict = Verdict::Escalate;
+                d.obligations.push(Obligation::Approval {
+                    approvers: elevation.approvers,
+                    timeout_ms: warden_policy::AGT_APPROVAL_TIMEOUT_MS,
+                });
+                self.hold(
+                    &self.ring_escalations,
+                    d.decision_id.clone(),
+                    (
+                        action.agent.clone(),
+                        action.tool().unwrap_or_default().to_owned(),
+                    ),
+                );
+                Some(d)
+            }
+        }
+    }
+
+    fn evaluate(
+        &self,
+        set: &PolicySet,
+        action: &Action,
+        permit: &mut Option<RingPermit>,
+    ) -> Decision {
+        let mut ring_done = false;
         for stage in &self.stages {
+            if !ring_done && stage.order() > StageOrder::Ring {
+                ring_done = true;
+                if let Some(d) = self.ring_gate(set, action, permit) {
+                    return d;
+                }
+            }
             if let Some(stop) = stage.check(action) {
                 return stopped(set, stop);
             }
+        }
+        if !ring_done && let Some(d) = self.ring_gate(set, action, permit) {
+            return d;
         }
         let eval = set.evaluate(action);
         let deciding_rule = match &eval.outcome {
@@ -314,15 +404,7 @@ impl Kernel {
             )
             .unwrap_or_else(|_| action.clone());
             key.session = action.session.clone();
-            if self.usage.len() >= MAX_PENDING_USAGE {
-                // Outcomes that never came must not grow memory without bound.
-                let cutoff = std::time::Instant::now() - PENDING_USAGE_TTL;
-                self.usage.retain(|_, (_, at)| *at > cutoff);
-            }
-            self.usage.insert(
-                decision.decision_id.clone(),
-                (key, std::time::Instant::now()),
-            );
+            self.hold(&self.usage, decision.decision_id.clone(), key);
         }
         let Some(sink) = &self.audit else {
             return decision;
@@ -417,6 +499,14 @@ impl Kernel {
         let resolution = self
             .approvals
             .resolve(decision_id, approver, approve, reason);
+        if let Ok(r) = &resolution
+            && let Some((_, ((agent, tool), _))) = self.ring_escalations.remove(decision_id)
+            && matches!(r, Resolution::Approved { .. })
+            && let Some(book) = self.rings.book()
+        {
+            // The current catalogue decides: an entry no longer elevatable grants nothing.
+            book.elevate(&agent, &tool, now_ms());
+        }
         let recorded = match &resolution {
             Ok(r) => Some(r.clone()),
             Err(ApprovalError::Expired(_)) => Some(Resolution::TimedOut),
@@ -449,6 +539,8 @@ impl Kernel {
         if let Some((_, (action, _))) = self.usage.remove(decision_id) {
             self.quotas.load().charge(&action, outcome.usage);
         }
+        // Frees the ring concurrency slot.
+        self.ring_permits.remove(decision_id);
         self.audit(AuditEvent::Outcome {
             decision_id: decision_id.to_owned(),
             ts_ms: now_ms(),
@@ -500,6 +592,7 @@ impl Kernel {
         let mut book = QuotaBook::new(set.quotas());
         book.carry_over(&self.quotas.load());
         self.quotas.store(Arc::new(book));
+        self.rings.reload(&set);
         self.audit(AuditEvent::PolicyLoaded {
             ts_ms: now_ms(),
             policy_hash: set.hash().to_owned(),

@@ -9,9 +9,11 @@
 mod identity;
 mod kernel;
 mod record;
+mod ring;
 mod stage;
 
 pub use identity::{IdentityStage, TrustFeed};
 pub use kernel::{ArgsMode, Kernel, KernelBuilder, KernelError, Outcome};
 pub use record::{ActionBody, AuditEvent, AuditSink};
+pub use ring::RingStage;
 pub use stage::{KillStage, QuotaStage, Stage, StageOrder, Stop};

@@ -8,6 +8,7 @@ use crate::error::{Origin, PolicyError};
 use crate::pattern::NameSet;
 use crate::quota::Quota;
 use crate::rego::RegoSource;
+use crate::rings::{RingPolicy, compile_rings};
 use crate::rule::{OnError, RateLimit, Rule, RuleSource};
 use crate::source::{AgtDoc, PolicyDoc, QuotaDoc, RuleDoc};
 use cel::Env;
@@ -23,9 +24,11 @@ pub(crate) struct Compiled {
     pub quotas: Vec<Quota>,
     /// Rego and Cedar sources, in the order written.
     pub sources: Vec<PolicySource>,
+    /// The `rings:` block, if the file has one.
+    pub rings: Option<RingPolicy>,
 }
 
-fn at<T>(file: &Path, s: &Spanned<T>) -> Origin {
+pub(crate) fn at<T>(file: &Path, s: &Spanned<T>) -> Origin {
     Origin::at(file, s.referenced)
 }
 
@@ -72,7 +75,7 @@ fn points_mask(
     Ok(mask)
 }
 
-fn name_set(
+pub(crate) fn name_set(
     file: &Path,
     field: &str,
     list: &Option<Spanned<Vec<String>>>,
@@ -141,12 +144,17 @@ pub(crate) fn compile_policy(
             resolve,
         )?)));
     }
+    let rings = match doc.rings {
+        Some(r) => Some(compile_rings(file, r)?),
+        None => None,
+    };
     Ok(Compiled {
         name: doc.name.value,
         default,
         rules,
         quotas,
         sources,
+        rings,
     })
 }
 
@@ -487,6 +495,7 @@ pub(crate) fn compile_agt(env: &Env, file: &Path, doc: AgtDoc) -> Result<Compile
         rules,
         quotas,
         sources: Vec::new(),
+        rings: None,
     })
 }
 

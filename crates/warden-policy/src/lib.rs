@@ -43,6 +43,7 @@ mod load;
 mod pattern;
 mod quota;
 mod rego;
+mod rings;
 mod rule;
 mod set;
 mod source;
@@ -58,6 +59,10 @@ pub use handle::PolicyHandle;
 pub use load::{Source, is_test_file};
 pub use quota::{Quota, QuotaOrigin, QuotaScope};
 pub use rego::{RegoSource, RegoTest};
+pub use rings::{
+    DEFAULT_TIER_RINGS, DEFAULT_TOOL_RING, Elevation, MAX_ELEVATION_TTL, Ring, RingPolicy,
+    RingQuota, TIER_NAMES, ToolRing,
+};
 pub use rule::{OnError, RateLimit, Rule, RuleSource};
 pub use set::{Evaluation, Explanation, Limits, Outcome, PolicySet, RuleResult, Trace};
 pub use source::{AGT_API_VERSION, MAX_SOURCE_BYTES, WARDEN_API_VERSION};

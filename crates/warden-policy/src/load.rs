@@ -144,6 +144,7 @@ impl PolicySet {
         let mut names = Vec::new();
         let mut default: Option<(warden_core::Verdict, Origin)> = None;
         let mut external = Vec::new();
+        let mut rings = Vec::new();
         // `*.rego`, `*.json`, `*.cedar` and `*.cedarschema` sources are files a
         // `rego:` or `cedar:` block refers to, not policies.
         let (aux, sources): (Vec<&Source>, Vec<&Source>) =
@@ -187,6 +188,7 @@ impl PolicySet {
                 hasher.update(t.as_bytes());
             }
             external.extend(compiled.sources);
+            rings.extend(compiled.rings);
             names.push(compiled.name);
             rules.extend(compiled.rules);
             quotas.extend(compiled.quotas);
@@ -201,6 +203,7 @@ impl PolicySet {
         let hash = format!("sha256:{}", hex::encode(hasher.finalize()));
         PolicySet::build(rules, quotas, default, default_origin, hash, names, env)
             .and_then(|set| set.with_sources(external))
+            .and_then(|set| set.with_rings(rings))
     }
 
     /// Compiles a single YAML text (label `<inline>`).

@@ -55,6 +55,8 @@ pub struct PolicySet {
     limits: Limits,
     /// Rego and Cedar sources, in load order.
     sources: Vec<PolicySource>,
+    /// The `rings:` block, if a file declared one.
+    rings: Option<crate::rings::RingPolicy>,
 }
 
 /// How an evaluation ended.
@@ -261,6 +263,7 @@ impl PolicySet {
             rules,
             quotas,
             sources: Vec::new(),
+            rings: None,
             index,
             default,
             default_origin,
@@ -337,6 +340,32 @@ impl PolicySet {
     /// Rego and Cedar sources, in load order.
     pub fn sources(&self) -> &[PolicySource] {
         &self.sources
+    }
+
+    /// The execution-ring configuration, if a file declared `rings:`.
+    pub fn rings(&self) -> Option<&crate::rings::RingPolicy> {
+        self.rings.as_ref()
+    }
+
+    /// Adds the `rings:` blocks of all files. At most one file may declare
+    /// one: merging two would make "which file decides an agent's ring" ambiguous.
+    pub(crate) fn with_rings(
+        mut self,
+        rings: Vec<crate::rings::RingPolicy>,
+    ) -> Result<Self, PolicyError> {
+        let mut rings = rings.into_iter();
+        self.rings = rings.next();
+        if let (Some(first), Some(second)) = (&self.rings, rings.next()) {
+            return Err(PolicyError::invalid(
+                second.origin,
+                "rings",
+                format!(
+                    "only one policy file may declare `rings:` (first declared at {})",
+                    first.origin
+                ),
+            ));
+        }
+        Ok(self)
     }
 
     /// Declared quotas and rule limits, for the quota stage.

@@ -56,6 +56,53 @@ pub(crate) struct PolicyDoc {
     pub rego: Option<Spanned<RegoDoc>>,
     #[serde(default)]
     pub cedar: Option<Spanned<CedarDoc>>,
+    #[serde(default)]
+    pub rings: Option<Spanned<RingsDoc>>,
+}
+
+/// A `rings:` block: execution rings (see `rings.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RingsDoc {
+    #[serde(default)]
+    pub default_tool_ring: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, Spanned<u8>>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, Spanned<u8>>,
+    #[serde(default)]
+    pub tools: Vec<Spanned<RingToolDoc>>,
+    #[serde(default)]
+    pub quotas: Vec<Spanned<RingQuotaDoc>>,
+}
+
+/// One tool catalogue entry of a `rings:` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RingToolDoc {
+    pub tools: Spanned<Vec<String>>,
+    pub ring: Spanned<u8>,
+    #[serde(default)]
+    pub elevate: Option<Spanned<ElevateDoc>>,
+}
+
+/// How a ring denial for a catalogue entry's tools may be escalated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ElevateDoc {
+    pub approvers: Vec<String>,
+    pub ttl: Spanned<String>,
+}
+
+/// Limits of one ring.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RingQuotaDoc {
+    pub ring: Spanned<u8>,
+    #[serde(default)]
+    pub rate: Option<Spanned<String>>,
+    #[serde(default)]
+    pub concurrency: Option<Spanned<u32>>,
 }
 
 /// A `cedar:` block: `.cedar` policy files, an optional schema and entities

@@ -78,10 +78,15 @@ impl std::fmt::Debug for QuotaBook {
 
 fn gcra(q: &Quota) -> Option<GQuota> {
     let rate = q.rate?;
-    let count = u32::try_from(rate.count).unwrap_or(u32::MAX);
-    // A zero rate admits nothing: no limiter can express it, the check denies directly.
-    let per_cell = rate.per.checked_div(count.max(1))?;
-    let burst = NonZeroU32::new(q.burst.unwrap_or(count)).or(NonZeroU32::new(1))?;
+    gcra_of(rate.count, rate.per, q.burst)
+}
+
+/// A GCRA quota of `count` cells per `per` with `burst` (default: `count`).
+/// A zero rate admits nothing: no limiter can express it, the check denies directly.
+pub(crate) fn gcra_of(count: u64, per: std::time::Duration, burst: Option<u32>) -> Option<GQuota> {
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    let per_cell = per.checked_div(count.max(1))?;
+    let burst = NonZeroU32::new(burst.unwrap_or(count)).or(NonZeroU32::new(1))?;
     GQuota::with_period(per_cell).map(|g| g.allow_burst(burst))
 }
 
