@@ -12,6 +12,15 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 venv="$root/target/venv-py"
 export CARGO_TARGET_DIR="$root/target/py"
+build_profile=(--release)
+# Under CI nothing competes for the target lock: build the wheel in the
+# workspace's own target dir with the dev profile, reusing the dependencies
+# `cargo test --workspace` just compiled instead of building them all again
+# in release (the tests do not time anything; bench.py wants --release).
+if [ "${CI:-}" = true ]; then
+  export CARGO_TARGET_DIR="$root/target"
+  build_profile=()
+fi
 python=${PYTHON:-python3}
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -27,7 +36,7 @@ fi
 
 echo "== maturin build (bindings/python)"
 rm -rf "$CARGO_TARGET_DIR/wheels"
-"$venv/bin/maturin" build --release --locked -m bindings/python/Cargo.toml -o "$CARGO_TARGET_DIR/wheels"
+"$venv/bin/maturin" build "${build_profile[@]}" --locked -m bindings/python/Cargo.toml -o "$CARGO_TARGET_DIR/wheels"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$CARGO_TARGET_DIR"/wheels/warden-*.whl
 
 export WARDEN_BIN=${WARDEN_BIN:-$root/target/debug/warden}
