@@ -11,6 +11,8 @@ cargo test --workspace --locked
 cargo test --locked -p warden-audit --features postgres
 cargo test --locked -p warden-kernel --features postgres --test pg
 cargo test --locked -p warden-server --features postgres --test pg
+cargo test --locked -p warden-identity --features postgres --test trust_pg
+cargo test --locked -p warden-server --features postgres --test trust_pg
 
 cargo build --locked -p warden-cli
 warden=target/debug/warden

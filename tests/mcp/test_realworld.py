@@ -9,6 +9,10 @@ everything). Run: target/venv-mcp/bin/python tests/mcp/test_realworld.py
 2. server-everything: the same session run directly and through the gateway
    must give the same tools, prompts, resources, results, progress
    notifications and sampling round trip.
+3. Several servers behind one gateway (`warden mcp --config`): filesystem and
+   everything (prefixed `ev_`) with a policy scoping writes on the
+   filesystem upstream; then everything twice under two names, whose shared
+   tool names are refused and audited (read back with `warden audit tail`).
 """
 import asyncio
 import json
@@ -252,11 +256,129 @@ rules:
             res = await s.call_tool("get-env", {})
             check(res.is_error and "environment variables may hold secrets" in text_of(res),
                   "http: denied call explains why")
+        # The same single HTTP upstream from a gateway file (`url` + `listen`).
+        front2 = free_port()
+        (tmp / "gateway.yaml").write_text(
+            f"policy: [http.yaml]\nlisten: 127.0.0.1:{front2}\n"
+            f"servers:\n  - name: ev-http\n    url: http://127.0.0.1:{up}/mcp\n")
+        from_file = subprocess.Popen([WARDEN, "mcp", "--config", str(tmp / "gateway.yaml")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(front2, from_file, "warden mcp --config (url)")
+            async with streamable_http_client(f"http://127.0.0.1:{front2}/mcp") as (r, w, *_), ClientSession(r, w) as s:
+                await s.initialize()
+                res = await s.call_tool("echo", {"message": "via file"})
+                check(not res.is_error and "via file" in text_of(res), "http: gateway file with a url server works")
+                res = await s.call_tool("get-env", {})
+                check(res.is_error and "environment variables may hold secrets" in text_of(res),
+                      "http: gateway file's policy enforced")
+        finally:
+            from_file.terminate()
+            from_file.wait(timeout=10)
     finally:
         for p in (gateway, server):
             if p is not None:
                 p.terminate()
                 p.wait(timeout=10)
+
+
+MULTI_POLICY = """
+apiVersion: warden.dev/v1
+kind: Policy
+name: multi-realworld
+default: allow
+rules:
+  - id: fs-writes-inside-only
+    tools: [write_file, edit_file, create_directory, move_file]
+    when: context.mcp.server == "fs" && !(args.path.startsWith("{allowed}/") && !args.path.contains(".."))
+    effect: deny
+    reason: the filesystem server may only write inside the allowed directory
+"""
+
+
+def gateway_file(tmp: Path, servers):
+    lines = ["policy: [policy.yaml]", "data_dir: warden-data", "agent: multi-agent", "servers:"]
+    for name, command, prefix in servers:
+        lines.append(f"  - name: {name}")
+        lines.append(f"    command: {json.dumps(command[0])}")
+        lines.append(f"    args: {json.dumps(command[1:])}")
+        if prefix:
+            lines.append(f"    prefix: {prefix}")
+    path = tmp / "gateway.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return StdioServerParameters(command=WARDEN, args=["mcp", "--config", str(path)])
+
+
+async def multi(tmp: Path):
+    allowed, outside = tmp / "allowed", tmp / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (tmp / "policy.yaml").write_text(MULTI_POLICY.format(allowed=allowed))
+    params = gateway_file(tmp, [("fs", FS_SERVER + [str(tmp)], None), ("everything", EVERYTHING, "ev_")])
+    seen = {"sampling": 0, "progress": []}
+
+    async def sampling(ctx, p):
+        seen["sampling"] += 1
+        return types.CreateMessageResult(role="assistant", model="test-model",
+                                         content=types.TextContent(type="text", text="sampled!"))
+
+    async def progress(p, total, message):
+        seen["progress"].append(p)
+
+    async with stdio_client(params) as (r, w), ClientSession(r, w, sampling_callback=sampling) as s:
+        init = await s.initialize()
+        check(init.server_info.name == "warden-mcp-gateway", "multi: one endpoint, server info names Warden")
+        names = {t.name for t in (await s.list_tools()).tools}
+        check({"read_text_file", "write_file", "ev_echo", "ev_get-sum"} <= names, "multi: union of both servers' tools")
+        check("echo" not in names, "multi: the prefix is what the client sees")
+
+        res = await s.call_tool("write_file", {"path": str(allowed / "a.txt"), "content": "inside"})
+        check(not res.is_error and (allowed / "a.txt").read_text() == "inside", "multi: fs write inside allowed")
+        res = await s.call_tool("write_file", {"path": str(outside / "b.txt"), "content": "x"})
+        check(res.is_error and "only write inside" in text_of(res), "multi: fs write outside denied with reason")
+        check(not (outside / "b.txt").exists(), "multi: nothing written outside")
+        res = await s.call_tool("read_text_file", {"path": str(allowed / "a.txt")})
+        check(not res.is_error and "inside" in text_of(res), "multi: fs read routed to fs")
+
+        res = await s.call_tool("ev_echo", {"message": "héllo ✓"})
+        check(not res.is_error and "héllo ✓" in text_of(res), "multi: everything's echo works")
+        res = await s.call_tool("ev_get-sum", {"a": 2, "b": 40})
+        check(not res.is_error and "42" in text_of(res), "multi: everything's get-sum works")
+        res = await s.call_tool("ev_trigger-long-running-operation", {"duration": 1, "steps": 3},
+                                progress_callback=progress)
+        check(not res.is_error and len(seen["progress"]) >= 3, "multi: progress notifications delivered")
+        if "ev_trigger-sampling-request" in names:
+            res = await s.call_tool("ev_trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
+            check(not res.is_error and seen["sampling"] == 1 and "sampled!" in text_of(res),
+                  "multi: sampling round trip through id mapping")
+        prompts = {p.name for p in (await s.list_prompts()).prompts}
+        check("ev_simple-prompt" in prompts, "multi: prompts listed with the prefix")
+        got = await s.get_prompt("ev_simple-prompt")
+        check(len(got.messages) >= 1, "multi: prefixed prompt routed")
+        resources = (await s.list_resources()).resources
+        check(len(resources) > 0, "multi: resources listed")
+        read = await s.read_resource(str(resources[0].uri))
+        check(len(read.contents) >= 1, "multi: resource read routed by URI")
+        await s.send_ping()
+
+    # The same server twice under two names: every shared name is refused.
+    twin_dir = tmp / "twins"
+    twin_dir.mkdir()
+    (twin_dir / "policy.yaml").write_text("apiVersion: warden.dev/v1\nkind: Policy\nname: allow\ndefault: allow\nrules: []\n")
+    params = gateway_file(twin_dir, [("everything", EVERYTHING, None), ("everything-twin", EVERYTHING, None)])
+    async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        names = {t.name for t in (await s.list_tools()).tools}
+        check("echo" not in names, "multi: duplicated tool name hidden")
+        res = await s.call_tool("echo", {"message": "which one?"})
+        check(res.is_error and "mcp:duplicate_tool" in text_of(res)
+              and "everything, everything-twin" in text_of(res), "multi: duplicated tool call refused")
+    tail = subprocess.run([WARDEN, "audit", "tail", "-n", "1000", "--data-dir", str(twin_dir / "warden-data")],
+                          capture_output=True, text=True, check=True)
+    records = [json.loads(l) for l in tail.stdout.splitlines() if l.strip()]
+    check(any('"verdict":"deny"' in json.dumps(r, separators=(",", ":")) and "mcp:duplicate_tool" in json.dumps(r)
+              and '"tool":"echo"' in json.dumps(r, separators=(",", ":")) for r in records),
+          "multi: duplicate refusal in `warden audit tail`")
 
 
 async def main():
@@ -268,6 +390,8 @@ async def main():
         await everything(tmp / "ev")
         (tmp / "http").mkdir()
         await everything_http(tmp / "http")
+        (tmp / "multi").mkdir()
+        await multi(tmp / "multi")
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)
         sys.exit(1)

@@ -3,8 +3,12 @@
 use anyhow::{Context as _, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use warden_core::{Action, Verdict};
-use warden_policy::PolicySet;
+use warden_identity::{Tier, TrustBook, TrustConfig, now_secs};
+use warden_kernel::Kernel;
+use warden_policy::testing::{AssumedFacts, Decider};
+use warden_policy::{MAX_TRUST, PolicySet};
 
 /// Largest action document accepted (a hostile caller cannot exhaust memory).
 pub(crate) const MAX_ACTION_BYTES: u64 = 8 * 1024 * 1024;
@@ -74,12 +78,17 @@ pub(crate) fn run(
         None => {
             let set = PolicySet::load(policy)?;
             let action = read_action(action)?;
-            set.decide(&action)
+            Kernel::preview(&set, &action, None)
         }
         Some(dir) => {
-            let kernel = warden_kernel::Kernel::builder(warden_policy::PolicyHandle::load(policy)?)
-                .data_dir(dir, durability.into_durability())?
-                .build()?;
+            // Creates DIR if needed, before the trust book is opened in it.
+            let builder = Kernel::builder(warden_policy::PolicyHandle::load(policy)?)
+                .data_dir(dir, durability.into_durability())?;
+            // Agents' trust scores in DIR (`warden trust set`) decide their
+            // tiers, rings and facts; an agent not in it is at the baseline.
+            let trust = TrustBook::open(dir, TrustConfig::default())
+                .with_context(|| format!("trust book in {}", dir.display()))?;
+            let kernel = builder.trust(Arc::new(trust)).build()?;
             let action = read_action(action)?;
             let decision = kernel.decide(&action);
             kernel.flush()?;
@@ -88,4 +97,49 @@ pub(crate) fn run(
     };
     println!("{}", serde_json::to_string(&decision)?);
     Ok(exit_code(decision.verdict))
+}
+
+/// A trust book holding only `agent` at the score the assumed facts give:
+/// `trust` itself, else the lowest score of `tier` (with both, they must agree).
+pub(crate) fn assumed_trust(agent: &str, facts: &AssumedFacts) -> Result<Arc<TrustBook>, String> {
+    let tier: Option<Tier> = match &facts.tier {
+        Some(t) => Some(t.parse().map_err(|e| format!("agent_facts.tier: {e}"))?),
+        None => None,
+    };
+    let score = match (facts.trust, tier) {
+        (Some(trust), Some(tier)) if Tier::of(f64::from(trust)) != tier => {
+            return Err(format!(
+                "trust {trust} is in tier `{}`, not `{tier}`",
+                Tier::of(f64::from(trust))
+            ));
+        }
+        (Some(trust), _) => trust,
+        // The tier's lowest score, found through the tier function itself.
+        (None, Some(tier)) => (0..=MAX_TRUST)
+            .find(|s| Tier::of(f64::from(*s)) == tier)
+            .ok_or_else(|| format!("no score has tier `{tier}`"))?,
+        (None, None) => return Err("give `trust` (0-1000) and/or `tier`".to_owned()),
+    };
+    let book = TrustBook::in_memory(TrustConfig::default());
+    book.set(agent, f64::from(score), now_secs())
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(book))
+}
+
+/// Decides test cases like the kernel: trust tiers, the ring stage, then the policy.
+pub(crate) struct KernelDecider;
+
+impl Decider for KernelDecider {
+    fn decide(
+        &self,
+        set: &PolicySet,
+        action: &Action,
+        facts: Option<&AssumedFacts>,
+    ) -> std::result::Result<warden_core::Decision, String> {
+        let trust = match facts {
+            Some(f) => Some(assumed_trust(&action.agent, f)?),
+            None => None,
+        };
+        Ok(Kernel::preview(set, action, trust))
+    }
 }

@@ -268,23 +268,57 @@ pub(crate) fn delegate_cmd(args: DelegateArgs) -> Result<u8> {
     }
 }
 
+/// Where `warden trust` finds the scores.
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("store").required(true).args(["data_dir", "database_url"])))]
+pub(crate) struct TrustStoreArgs {
+    /// Data directory holding `trust.json` (safe while a server uses it:
+    /// changes are read-modify-write under the file's lock).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL URL of a shared trust table (binaries built with `--features postgres`).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Schema of the shared trust table.
+    #[arg(long, default_value = "warden_trust")]
+    schema: String,
+}
+
+impl TrustStoreArgs {
+    fn open(&self) -> Result<TrustBook> {
+        if let Some(dir) = &self.data_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            return Ok(TrustBook::open(dir, TrustConfig::default())?);
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(url) = &self.database_url {
+            let store = warden_identity::trust_pg::PgTrustStore::open(url, &self.schema)?;
+            return Ok(TrustBook::with_store(
+                Box::new(store),
+                TrustConfig::default(),
+            )?);
+        }
+        let _ = &self.schema;
+        bail!("--database-url needs a binary built with `--features postgres`; use --data-dir")
+    }
+}
+
 /// `warden trust`.
 #[derive(Subcommand)]
 pub(crate) enum TrustCommand {
     /// Print agents' trust scores and tiers (one JSON line each), decayed to now.
     Show {
-        /// Data directory holding `trust.json`.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: TrustStoreArgs,
         /// Only this agent (its score is the baseline if it is unknown).
         #[arg(long)]
         agent: Option<String>,
     },
-    /// Set an agent's score (0–1000). Run it while no Warden process holds the data directory.
+    /// Set an agent's score (0–1000). Running servers see it at their next
+    /// sync; signals they persist afterwards apply on top of it.
     Set {
-        /// Data directory holding `trust.json`.
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: TrustStoreArgs,
         /// The agent.
         #[arg(long)]
         agent: String,
@@ -308,8 +342,8 @@ pub(crate) fn trust(command: TrustCommand) -> Result<u8> {
     };
     let now = now_secs();
     match command {
-        TrustCommand::Show { data_dir, agent } => {
-            let book = TrustBook::open(&data_dir, TrustConfig::default())?;
+        TrustCommand::Show { store, agent } => {
+            let book = store.open()?;
             match agent {
                 Some(a) => line(&a, book.score(&a, now)?),
                 None => {
@@ -320,15 +354,12 @@ pub(crate) fn trust(command: TrustCommand) -> Result<u8> {
             }
         }
         TrustCommand::Set {
-            data_dir,
+            store,
             agent,
             score,
         } => {
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
-            let book = TrustBook::open(&data_dir, TrustConfig::default())?;
-            book.set(&agent, score, now)?;
-            book.save()?;
+            // `set` writes through to the store (under its lock or row lock).
+            store.open()?.set(&agent, score, now)?;
             line(&agent, score);
         }
     }

@@ -1,4 +1,5 @@
-//! `warden mcp`: the MCP gateway in front of a stdio MCP server.
+//! `warden mcp`: the MCP gateway in front of a stdio MCP server, a
+//! Streamable HTTP server, or (`--config`) several named stdio servers.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -6,49 +7,54 @@ use std::ffi::OsString;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use warden_mcp::{Gateway, PinStore, ServerCommand};
+use warden_mcp::{Gateway, GatewayConfig, PinStore, ServerCommand, UpstreamSpec};
 
 /// `warden mcp` arguments.
 #[derive(clap::Args)]
 pub(crate) struct McpArgs {
     /// Policy files or directories (repeatable). Required: the gateway never runs without a policy.
-    #[arg(long = "policy", short = 'p', required_unless_present = "echo_server", num_args = 1..)]
+    #[arg(long = "policy", short = 'p', required_unless_present_any = ["echo_server", "config"], num_args = 1..)]
     policy: Vec<PathBuf>,
+    /// A gateway file (docs/mcp.md): named upstream servers and these
+    /// options; flags given as well override the file's values.
+    #[arg(long, conflicts_with_all = ["command", "upstream", "server_name"])]
+    config: Option<PathBuf>,
     /// Keep the kill switch, the audit log and the tool pins in this directory
     /// (without it, pins last as long as the process and nothing is audited).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Audit durability with --data-dir.
-    #[arg(long, value_enum, default_value_t = crate::check::DurabilityArg::Sync)]
-    durability: crate::check::DurabilityArg,
-    /// The agent id calls are decided for.
-    #[arg(long, default_value = warden_mcp::DEFAULT_AGENT)]
-    agent: String,
+    /// Audit durability with --data-dir [default: sync].
+    #[arg(long, value_enum)]
+    durability: Option<crate::check::DurabilityArg>,
+    /// The agent id calls are decided for [default: mcp-client].
+    #[arg(long)]
+    agent: Option<String>,
     /// Label of the server in pins and action context (default: the command line).
     #[arg(long)]
     server_name: Option<String>,
-    /// Largest message accepted from either side, in bytes.
-    #[arg(long, default_value_t = warden_mcp::DEFAULT_MAX_MESSAGE_BYTES)]
-    max_message_bytes: usize,
+    /// Largest message accepted from either side, in bytes [default: 4194304].
+    #[arg(long)]
+    max_message_bytes: Option<usize>,
     /// Longest wait for an approver on an escalated call, in seconds (the
-    /// rule's own timeout applies when shorter).
-    #[arg(long, default_value_t = warden_mcp::DEFAULT_APPROVAL_WAIT.as_secs())]
-    approval_wait_secs: u64,
+    /// rule's own timeout applies when shorter) [default: 600].
+    #[arg(long)]
+    approval_wait_secs: Option<u64>,
     /// The stdio MCP server to run: `warden mcp --policy p.yaml -- npx server ...`.
-    #[arg(last = true, required_unless_present_any = ["echo_server", "upstream"], conflicts_with = "upstream", num_args = 1..)]
+    #[arg(last = true, required_unless_present_any = ["echo_server", "upstream", "config"], conflicts_with = "upstream", num_args = 1..)]
     command: Vec<OsString>,
     /// Front a Streamable HTTP MCP server at this `http://` URL (instead of a
     /// stdio command); the gateway serves Streamable HTTP on --listen, same path.
     #[arg(long)]
     upstream: Option<String>,
-    /// Where the HTTP gateway listens (with --upstream).
-    #[arg(long, default_value = "127.0.0.1:8090", requires = "upstream")]
-    listen: String,
+    /// Where the HTTP gateway listens (with --upstream, or a `url` server
+    /// in --config) [default: 127.0.0.1:8090].
+    #[arg(long)]
+    listen: Option<String>,
     /// Also serve the sidecar API (approvals, kill switch, audit head and
     /// proofs, metrics; docs/server.md) for this gateway's kernel on
     /// HOST:PORT, so an approver can answer escalated calls. Needs --data-dir;
     /// the admin token is WARDEN_ADMIN_TOKEN or DATA_DIR/admin.token.
-    #[arg(long, requires = "data_dir")]
+    #[arg(long)]
     api: Option<String>,
     /// Instead of a gateway, be a minimal stdio MCP server with one tool,
     /// `echo` (the upstream of `warden bench mcp`).
@@ -56,72 +62,203 @@ pub(crate) struct McpArgs {
     echo_server: bool,
 }
 
+/// What the gateway fronts.
+enum Mode {
+    /// One stdio server, passed through byte-for-byte.
+    Stdio(ServerCommand),
+    /// One Streamable HTTP server, served on `listen`.
+    Http { url: String, listen: String },
+    /// Several named stdio servers: (name, prefix, command).
+    Multi(Vec<(String, String, ServerCommand)>),
+}
+
+/// The flags and the gateway file (if any) merged: flags win.
+struct Resolved {
+    policy: Vec<PathBuf>,
+    data_dir: Option<PathBuf>,
+    durability: warden_audit::Durability,
+    agent: String,
+    label: String,
+    max_message_bytes: usize,
+    approval_wait: std::time::Duration,
+    api: Option<String>,
+    mode: Mode,
+}
+
+fn resolve(args: McpArgs) -> Result<Resolved> {
+    let file = match &args.config {
+        Some(path) => Some(GatewayConfig::load(path)?),
+        None => None,
+    };
+    let f = file.as_ref();
+    let policy = if args.policy.is_empty() {
+        f.map(|c| c.policy.clone()).unwrap_or_default()
+    } else {
+        args.policy.clone()
+    };
+    if policy.is_empty() {
+        bail!("no policy: give --policy or `policy:` in the gateway file");
+    }
+    let durability = match (args.durability, f.and_then(|c| c.durability)) {
+        (Some(d), _) => d.into_durability(),
+        (None, Some(warden_mcp::ConfigDurability::Batched)) => warden_audit::Durability::Batched,
+        (None, _) => warden_audit::Durability::Sync,
+    };
+    let data_dir = args.data_dir.or_else(|| f.and_then(|c| c.data_dir.clone()));
+    let api = args.api.or_else(|| f.and_then(|c| c.api.clone()));
+    if api.is_some() && data_dir.is_none() {
+        bail!("--api needs --data-dir (or `data_dir:` in the gateway file)");
+    }
+    let listen = args.listen.or_else(|| f.and_then(|c| c.listen.clone()));
+    let (label, mode) = match (f, &args.upstream) {
+        (Some(c), _) if c.is_multi() => {
+            let mut servers = Vec::with_capacity(c.servers.len());
+            for s in &c.servers {
+                let Some(cmd) = s.server_command() else {
+                    bail!(
+                        "server `{}`: the multi-upstream gateway runs stdio servers only",
+                        s.name
+                    );
+                };
+                servers.push((s.name.clone(), s.prefix.clone(), cmd));
+            }
+            let names: Vec<&str> = c.servers.iter().map(|s| s.name.as_str()).collect();
+            (names.join(", "), Mode::Multi(servers))
+        }
+        (Some(c), _) => {
+            let Some(s) = c.servers.first() else {
+                bail!("the gateway file lists no servers");
+            };
+            let mode = match (&s.url, s.server_command()) {
+                (Some(url), _) => Mode::Http {
+                    url: url.clone(),
+                    listen: listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+                },
+                (None, Some(cmd)) => Mode::Stdio(cmd),
+                (None, None) => bail!("server `{}` has neither `command` nor `url`", s.name),
+            };
+            (s.name.clone(), mode)
+        }
+        (None, Some(url)) => (
+            args.server_name.clone().unwrap_or_else(|| url.clone()),
+            Mode::Http {
+                url: url.clone(),
+                listen: listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            },
+        ),
+        (None, None) => {
+            let Some((program, rest)) = args.command.split_first() else {
+                bail!("no MCP server command given (after `--`)");
+            };
+            let label = args.server_name.clone().unwrap_or_else(|| {
+                args.command
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+            (
+                label,
+                Mode::Stdio(ServerCommand::new(program, rest.to_vec())),
+            )
+        }
+    };
+    if listen.is_some() && !matches!(mode, Mode::Http { .. }) {
+        bail!("--listen applies to an HTTP upstream (--upstream, or a `url` server)");
+    }
+    Ok(Resolved {
+        policy,
+        data_dir,
+        durability,
+        agent: args
+            .agent
+            .or_else(|| f.and_then(|c| c.agent.clone()))
+            .unwrap_or_else(|| warden_mcp::DEFAULT_AGENT.to_owned()),
+        label,
+        max_message_bytes: args
+            .max_message_bytes
+            .or_else(|| f.and_then(|c| c.max_message_bytes))
+            .unwrap_or(warden_mcp::DEFAULT_MAX_MESSAGE_BYTES),
+        approval_wait: args
+            .approval_wait_secs
+            .or_else(|| f.and_then(|c| c.approval_wait_secs))
+            .map_or(
+                warden_mcp::DEFAULT_APPROVAL_WAIT,
+                std::time::Duration::from_secs,
+            ),
+        api,
+        mode,
+    })
+}
+
+/// Where the HTTP gateway listens by default.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+
 pub(crate) fn run(args: McpArgs) -> Result<u8> {
     if args.echo_server {
         echo_server()?;
         return Ok(0);
     }
-    let policy = warden_policy::PolicyHandle::load(&args.policy)?;
-    let label = args
-        .server_name
-        .clone()
-        .unwrap_or_else(|| match &args.upstream {
-            Some(url) => url.clone(),
-            None => args
-                .command
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" "),
-        });
-    let (kernel, gateway) = match &args.data_dir {
+    let r = resolve(args)?;
+    let policy = warden_policy::PolicyHandle::load(&r.policy)?;
+    // Trust scores: the data directory's book, fed by the kernel's audit
+    // stream, saved every second and by `kernel.flush()` at exit.
+    let mut _trust_sync = None;
+    let (kernel, pins) = match &r.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+            let trust = Arc::new(warden_identity::TrustBook::open(dir, Default::default())?);
             let kernel = Arc::new(
                 warden_kernel::Kernel::builder(policy)
-                    .data_dir(dir, args.durability.into_durability())?
+                    .data_dir(dir, r.durability)?
+                    .trust_feed(Arc::clone(&trust), None)
                     .build()?,
             );
-            let gw = Gateway::new(Arc::clone(&kernel), &args.agent, &label)
-                .with_pins(PinStore::open(dir)?);
-            (kernel, gw)
+            _trust_sync = Some(
+                trust.spawn_sync(warden_identity::trust::DEFAULT_SYNC_INTERVAL, |e| {
+                    eprintln!("warden mcp: trust scores not saved (will retry): {e}")
+                })?,
+            );
+            (kernel, Arc::new(PinStore::open(dir)?))
         }
-        None => {
-            let kernel = Arc::new(warden_kernel::Kernel::builder(policy).build()?);
-            (
-                Arc::clone(&kernel),
-                Gateway::new(kernel, &args.agent, &label),
-            )
-        }
+        None => (
+            Arc::new(warden_kernel::Kernel::builder(policy).build()?),
+            Arc::new(PinStore::in_memory()),
+        ),
     };
-    let gateway = Arc::new(
-        gateway
-            .with_max_message_bytes(args.max_message_bytes)
-            .with_approval_wait(std::time::Duration::from_secs(args.approval_wait_secs)),
-    );
+    // Every upstream's gateway shares the kernel and the pin store; the
+    // label keys pins and names the server in the action context.
+    let gateway = |label: &str| {
+        Arc::new(
+            Gateway::new(Arc::clone(&kernel), &r.agent, label)
+                .with_shared_pins(Arc::clone(&pins))
+                .with_max_message_bytes(r.max_message_bytes)
+                .with_approval_wait(r.approval_wait),
+        )
+    };
     // stdio serves one client: one event-loop thread, so a message crosses
     // no thread on its way through (decisions run in place; escalation waits
     // go to the blocking pool). HTTP serves many sessions: two workers.
-    let runtime = match args.upstream {
-        Some(_) => tokio::runtime::Builder::new_multi_thread()
+    let runtime = match r.mode {
+        Mode::Http { .. } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?,
-        None => tokio::runtime::Builder::new_current_thread()
+        _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
     };
     // The API task lives on this runtime as long as the gateway does.
-    let api = match (&args.api, &args.data_dir) {
+    let api = match (&r.api, &r.data_dir) {
         (Some(listen), Some(dir)) => {
             let config = warden_server::ServerConfig::resolve(
                 None,
                 |k| std::env::var(k).ok(),
                 warden_server::Overrides {
                     listen: Some(listen.clone()),
-                    policy: args.policy.clone(),
+                    policy: r.policy.clone(),
                     data_dir: Some(dir.clone()),
-                    durability: Some(args.durability.into_durability()),
+                    durability: Some(r.durability),
                 },
             )?;
             let server = runtime.block_on(warden_server::RunningServer::attach(
@@ -136,38 +273,54 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
         }
         _ => None,
     };
-    let served = match &args.upstream {
-        Some(url) => runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind(&args.listen)
+    let served = match r.mode {
+        Mode::Http { url, listen } => runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(&listen)
                 .await
-                .with_context(|| format!("cannot listen on {}", args.listen))?;
+                .with_context(|| format!("cannot listen on {listen}"))?;
             let path = url
                 .parse::<hyper::Uri>()
                 .map(|u| u.path().to_owned())
                 .unwrap_or_default();
             eprintln!(
                 "warden mcp: gateway for agent `{}` listening on http://{}{path} in front of {url}",
-                args.agent,
+                r.agent,
                 listener.local_addr()?
             );
-            warden_mcp::serve_http(gateway, url, listener)
+            warden_mcp::serve_http(gateway(&r.label), &url, listener)
                 .await
                 .map_err(anyhow::Error::from)
         }),
-        None => {
-            let Some((program, rest)) = args.command.split_first() else {
-                bail!("no MCP server command given (after `--`)");
-            };
-            let cmd = ServerCommand {
-                program: program.clone(),
-                args: rest.to_vec(),
-            };
+        Mode::Stdio(cmd) => {
             eprintln!(
-                "warden mcp: gateway for agent `{}` in front of `{label}`",
-                args.agent
+                "warden mcp: gateway for agent `{}` in front of `{}`",
+                r.agent, r.label
             );
             runtime
-                .block_on(warden_mcp::serve_own_stdio(gateway, cmd))
+                .block_on(warden_mcp::serve_own_stdio(gateway(&r.label), cmd))
+                .map_err(anyhow::Error::from)
+        }
+        Mode::Multi(servers) => {
+            eprintln!(
+                "warden mcp: gateway for agent `{}` in front of {} servers ({})",
+                r.agent,
+                servers.len(),
+                r.label
+            );
+            let specs = servers
+                .into_iter()
+                .map(|(name, prefix, command)| UpstreamSpec {
+                    gateway: gateway(&name),
+                    command,
+                    prefix,
+                })
+                .collect();
+            runtime
+                .block_on(warden_mcp::serve_multi_stdio(
+                    specs,
+                    tokio::io::stdin(),
+                    tokio::io::stdout(),
+                ))
                 .map_err(anyhow::Error::from)
         }
     };

@@ -1,6 +1,6 @@
 //! `warden policy lint|test|explain`.
 
-use crate::check::read_action;
+use crate::check::{KernelDecider, assumed_trust, read_action};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -35,6 +35,12 @@ pub(crate) enum PolicyCommand {
         /// File with the Action JSON; `-` or omitted reads stdin.
         #[arg(long)]
         action: Option<PathBuf>,
+        /// Assume the agent has this trust score (0-1000) instead of the baseline (400).
+        #[arg(long)]
+        trust: Option<u16>,
+        /// Assume the agent is in this tier (untrusted, probationary, standard, trusted, verified).
+        #[arg(long)]
+        tier: Option<String>,
     },
 }
 
@@ -60,7 +66,8 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
             Ok(u8::from(deny_warnings && !findings.is_empty()))
         }
         PolicyCommand::Test { paths, verbose } => {
-            let report = testing::run(&paths)?;
+            // Cases are decided like the kernel: trust tiers, ring stage, policy.
+            let report = testing::run_with(&paths, &KernelDecider)?;
             for c in &report.cases {
                 match &c.failure {
                     Some(f) => println!("FAIL {} ({}): {f}", c.name, c.origin),
@@ -71,10 +78,20 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
             println!("{} passed, {} failed", report.passed(), report.failed());
             Ok(u8::from(report.failed() > 0))
         }
-        PolicyCommand::Explain { policy, action } => {
+        PolicyCommand::Explain {
+            policy,
+            action,
+            trust,
+            tier,
+        } => {
             let set = PolicySet::load(&policy)?;
             let action = read_action(action.as_deref())?;
-            let ex = set.explain(&action);
+            let assumed = testing::AssumedFacts { trust, tier };
+            let book = if assumed == testing::AssumedFacts::default() {
+                None
+            } else {
+                Some(assumed_trust(&action.agent, &assumed).map_err(anyhow::Error::msg)?)
+            };
             println!(
                 "action: point={} agent={} tool={}",
                 action.point,
@@ -88,6 +105,42 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<u8> {
                 set.default_verdict(),
                 set.hash()
             );
+            let facts = match warden_kernel::Kernel::preview_ring(&set, &action, book) {
+                Ok(facts) => facts,
+                Err(d) => {
+                    println!(
+                        "ring stage: STOP -> {}: {}",
+                        d.verdict,
+                        d.reasons.join("; ")
+                    );
+                    println!(
+                        "verdict: {} because the ring stage stopped the action before the policy",
+                        d.verdict
+                    );
+                    println!("decision: {}", serde_json::to_string(&d)?);
+                    return Ok(crate::check::exit_code(d.verdict));
+                }
+            };
+            println!(
+                "agent facts: trust={} tier={} ring={}{}",
+                facts.trust(),
+                facts.tier(),
+                facts.ring(),
+                match (set.rings(), action.tool()) {
+                    (Some(r), Some(tool)) if action.point == warden_core::Point::PreToolCall => {
+                        format!(
+                            "; ring stage: pass (tool `{tool}` requires ring {})",
+                            r.tool_ring(tool)
+                        )
+                    }
+                    (Some(_), _) => {
+                        "; ring stage: not applicable (only pre_tool_call calls are ring-checked)"
+                            .to_owned()
+                    }
+                    (None, _) => "; no rings: block".to_owned(),
+                }
+            );
+            let ex = set.explain_with(&action, &facts);
             println!(
                 "considered {} rules in rank order (priority, then deny > escalate > warn > transform > allow); {} excluded by point/tool index",
                 ex.traces.len(),

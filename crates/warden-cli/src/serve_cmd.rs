@@ -68,6 +68,9 @@ async fn serve(config: ServerConfig) -> Result<()> {
         set.hash()
     );
     println!("  data:   {} (audit log, kill switch)", data_dir.display());
+    if let Some(trust) = server.trust().and_then(|t| t.location()) {
+        println!("  trust:  {trust}");
+    }
     match server.admin_token_source() {
         TokenSource::Environment => println!("  admin:  token from WARDEN_ADMIN_TOKEN"),
         TokenSource::File(p) => println!("  admin:  bearer token in {}", p.display()),

@@ -23,6 +23,8 @@ mod key;
 mod replay;
 mod scope;
 pub mod trust;
+#[cfg(feature = "postgres")]
+pub mod trust_pg;
 
 pub use delegation::{ChainCache, ChainLimits, VerifiedChain, delegate, verify_chain};
 pub use did::{Did, Jwk};
@@ -32,4 +34,4 @@ pub use jws::{Claims, EnvelopeVerifier, Validation};
 pub use key::{Identity, ROTATION_TYPE, Rotation, verify_rotation};
 pub use replay::ReplayCache;
 pub use scope::{Glob, PointSet, Scope};
-pub use trust::{Signal, Tier, TrustBook, TrustConfig};
+pub use trust::{FileStore, Signal, Tier, TrustBook, TrustConfig, TrustStore};

@@ -6,10 +6,13 @@ use crate::stage::{KillStage, QuotaStage, Stage, StageOrder, Stop};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use warden_core::{Action, Decision, Obligation, RuntimeError, Verdict};
 use warden_identity::TrustBook;
-use warden_policy::{Outcome as PolicyOutcome, PolicyError, PolicyHandle, PolicySet};
+use warden_policy::{
+    AgentFacts, Elevation, Outcome as PolicyOutcome, PolicyError, PolicyHandle, PolicySet,
+};
 use warden_runtime::{
     ApprovalError, ApprovalRequest, Approvals, KillError, KillSwitch, KillTarget, QuotaBook,
     Resolution, RingPermit, Usage, now_ms,
@@ -17,8 +20,12 @@ use warden_runtime::{
 
 /// Pending outcome charges kept before old ones are evicted.
 const MAX_PENDING_USAGE: usize = 65_536;
-/// Age after which an outcome is no longer expected.
+/// Age after which an outcome (or an approval of a ring escalation) is no longer expected.
 const PENDING_USAGE_TTL: Duration = Duration::from_secs(3600);
+/// Default [`KernelBuilder::slot_ttl`].
+pub const DEFAULT_SLOT_TTL: Duration = Duration::from_secs(600);
+/// Expired pending entries are swept at most this often (by a decision).
+const SWEEP_EVERY_MS: u64 = 1000;
 
 /// Whether audit records keep raw arguments or only their digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,6 +78,7 @@ pub struct KernelBuilder {
     args_mode: ArgsMode,
     observe_kills: bool,
     trust: Option<Arc<TrustBook>>,
+    slot_ttl: Duration,
 }
 
 impl KernelBuilder {
@@ -142,6 +150,39 @@ impl KernelBuilder {
         self
     }
 
+    /// Scores agents from this kernel's audit stream: wraps the audit sink
+    /// chosen so far (call after [`KernelBuilder::data_dir`] or
+    /// [`KernelBuilder::audit`]) in a [`TrustFeed`](crate::TrustFeed) feeding
+    /// `book`, and reads ring tiers from `book`. `gate` supplies delegators
+    /// for penalty propagation.
+    #[must_use]
+    pub fn trust_feed(
+        mut self,
+        book: Arc<TrustBook>,
+        gate: Option<Arc<warden_identity::Gate>>,
+    ) -> Self {
+        let inner = self.audit.take();
+        self.audit = Some(Arc::new(crate::TrustFeed::new(
+            Arc::clone(&book),
+            inner,
+            gate,
+        )));
+        self.trust = Some(book);
+        self
+    }
+
+    /// How long a ring concurrency slot stays held when the call's outcome is
+    /// never reported (default [`DEFAULT_SLOT_TTL`], 10 minutes): a client
+    /// that never calls [`Kernel::record_outcome`] cannot keep the agent's
+    /// slots forever. Expired slots are released within a second of the TTL,
+    /// by the next decision. A call running longer than this stops counting
+    /// against its ring's concurrency limit.
+    #[must_use]
+    pub fn slot_ttl(mut self, ttl: Duration) -> Self {
+        self.slot_ttl = ttl;
+        self
+    }
+
     /// Raw or hashed arguments in audit records.
     #[must_use]
     pub fn args_mode(mut self, mode: ArgsMode) -> Self {
@@ -177,6 +218,8 @@ impl KernelBuilder {
             rings,
             ring_permits: DashMap::new(),
             ring_escalations: DashMap::new(),
+            slot_ttl: self.slot_ttl,
+            last_sweep_ms: AtomicU64::new(now_ms()),
         };
         kernel.audit(AuditEvent::PolicyLoaded {
             ts_ms: now_ms(),
@@ -226,6 +269,10 @@ pub struct Kernel {
     ring_permits: DashMap<String, (RingPermit, std::time::Instant)>,
     /// Pending ring escalations: decision id → (agent, tool).
     ring_escalations: DashMap<String, ((String, String), std::time::Instant)>,
+    /// Age after which a held ring permit is released.
+    slot_ttl: Duration,
+    /// When pending entries were last swept for expiry.
+    last_sweep_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -252,6 +299,7 @@ impl Kernel {
             args_mode: ArgsMode::Digest,
             observe_kills: false,
             trust: None,
+            slot_ttl: DEFAULT_SLOT_TTL,
         }
     }
 
@@ -290,8 +338,10 @@ impl Kernel {
     /// whose id is the decision id.
     pub fn decide(&self, action: &Action) -> Decision {
         let set = self.policy.guard();
+        let now = now_ms();
+        self.sweep(now);
         let mut permit = None;
-        let decision = self.evaluate(&set, action, &mut permit);
+        let decision = self.evaluate(&set, action, now, &mut permit);
         let decision = self.finish(&set, action, decision);
         if let Some(p) = permit
             && decision.verdict.proceeds()
@@ -313,26 +363,55 @@ impl Kernel {
         map.insert(id, (v, std::time::Instant::now()));
     }
 
-    /// The ring stage: `Some` decision when it stops the action.
+    /// Releases held entries whose outcome or approval is overdue: ring
+    /// permits older than the slot TTL, usage charges and ring escalations
+    /// older than an hour. Runs at most every [`SWEEP_EVERY_MS`], on one
+    /// thread (the others skip it), so the amortised cost per decision is an
+    /// atomic load.
+    fn sweep(&self, now: u64) {
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < SWEEP_EVERY_MS
+            || self
+                .last_sweep_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let at = std::time::Instant::now();
+        if let Some(cutoff) = at.checked_sub(self.slot_ttl) {
+            // Dropping a permit frees its concurrency slot.
+            self.ring_permits.retain(|_, (_, t)| *t > cutoff);
+        }
+        if let Some(cutoff) = at.checked_sub(PENDING_USAGE_TTL) {
+            self.usage.retain(|_, (_, t)| *t > cutoff);
+            self.ring_escalations.retain(|_, (_, t)| *t > cutoff);
+        }
+    }
+
+    /// Ring permits held for calls whose outcome has not been recorded (a gauge for tests and metrics).
+    pub fn held_ring_slots(&self) -> usize {
+        self.ring_permits.len()
+    }
+
+    /// The ring stage: `Some` decision when it stops the action; else the
+    /// agent facts for the policy.
     fn ring_gate(
         &self,
         set: &PolicySet,
         action: &Action,
+        now: u64,
         permit: &mut Option<RingPermit>,
-    ) -> Option<Decision> {
-        match self.rings.check(action, now_ms()) {
+    ) -> Result<AgentFacts, Box<Decision>> {
+        let (check, facts) = self.rings.gate(action, set.uses_agent_facts(), now);
+        match check {
             RingCheck::Pass(p) => {
                 *permit = p;
-                None
+                Ok(facts)
             }
-            RingCheck::Stop(stop) => Some(stopped(set, stop)),
+            RingCheck::Stop(stop) => Err(Box::new(stopped(set, stop))),
             RingCheck::Escalate(stop, elevation) => {
-                let mut d = stopped(set, stop);
-                d.verdict = Verdict::Escalate;
-                d.obligations.push(Obligation::Approval {
-                    approvers: elevation.approvers,
-                    timeout_ms: warden_policy::AGT_APPROVAL_TIMEOUT_MS,
-                });
+                let d = escalation(set, stop, elevation);
                 self.hold(
                     &self.ring_escalations,
                     d.decision_id.clone(),
@@ -341,7 +420,7 @@ impl Kernel {
                         action.tool().unwrap_or_default().to_owned(),
                     ),
                 );
-                Some(d)
+                Err(Box::new(d))
             }
         }
     }
@@ -350,24 +429,29 @@ impl Kernel {
         &self,
         set: &PolicySet,
         action: &Action,
+        now: u64,
         permit: &mut Option<RingPermit>,
     ) -> Decision {
-        let mut ring_done = false;
+        let mut facts = None;
         for stage in &self.stages {
-            if !ring_done && stage.order() > StageOrder::Ring {
-                ring_done = true;
-                if let Some(d) = self.ring_gate(set, action, permit) {
-                    return d;
+            if facts.is_none() && stage.order() > StageOrder::Ring {
+                match self.ring_gate(set, action, now, permit) {
+                    Ok(f) => facts = Some(f),
+                    Err(d) => return *d,
                 }
             }
             if let Some(stop) = stage.check(action) {
                 return stopped(set, stop);
             }
         }
-        if !ring_done && let Some(d) = self.ring_gate(set, action, permit) {
-            return d;
-        }
-        let eval = set.evaluate(action);
+        let facts = match facts {
+            Some(f) => f,
+            None => match self.ring_gate(set, action, now, permit) {
+                Ok(f) => f,
+                Err(d) => return *d,
+            },
+        };
+        let eval = set.evaluate_with(action, &facts);
         let deciding_rule = match &eval.outcome {
             PolicyOutcome::Rule(rule)
             | PolicyOutcome::Sources {
@@ -586,13 +670,14 @@ impl Kernel {
     }
 
     /// Reloads the policy files; on error the old policy stays in force.
-    /// Quota counters of unchanged quotas carry over.
+    /// Quota counters of unchanged quotas carry over, and so does ring state
+    /// (see [`RingBook::carry_over`](warden_runtime::RingBook::carry_over)).
     pub fn reload_policy(&self) -> Result<Arc<PolicySet>, KernelError> {
         let set = self.policy.reload()?;
         let mut book = QuotaBook::new(set.quotas());
         book.carry_over(&self.quotas.load());
         self.quotas.store(Arc::new(book));
-        self.rings.reload(&set);
+        self.rings.reload(&set, now_ms());
         self.audit(AuditEvent::PolicyLoaded {
             ts_ms: now_ms(),
             policy_hash: set.hash().to_owned(),
@@ -716,6 +801,50 @@ fn assign_value(dst: &mut serde_json::Value, src: &serde_json::Value) {
             }
         }
         _ => dst.clone_from(src),
+    }
+}
+
+/// The decision for a ring denial the tool's catalogue entry lets the agent
+/// escalate: `escalate`, with the entry's approvers.
+fn escalation(set: &PolicySet, stop: Stop, elevation: Elevation) -> Decision {
+    let mut d = stopped(set, stop);
+    d.verdict = Verdict::Escalate;
+    d.obligations.push(Obligation::Approval {
+        approvers: elevation.approvers,
+        timeout_ms: warden_policy::AGT_APPROVAL_TIMEOUT_MS,
+    });
+    d
+}
+
+impl Kernel {
+    /// What the ring stage and the policy make of `action` with no runtime
+    /// state, for the policy tools (`warden check`, `warden policy test`,
+    /// `warden policy explain`): the agent facts from `trust` (or the
+    /// default baseline), the ring check of `set`'s `rings:` block against a
+    /// fresh ring book (no rate or concurrency history, no elevations), the
+    /// same way [`Kernel::decide`] runs it. `Ok(facts)` when the ring stage
+    /// lets the action through (evaluate the policy with them, e.g.
+    /// [`PolicySet::decide_with`]); `Err(decision)` when it stops it.
+    pub fn preview_ring(
+        set: &PolicySet,
+        action: &Action,
+        trust: Option<Arc<TrustBook>>,
+    ) -> Result<AgentFacts, Box<Decision>> {
+        let stage = RingStage::new(set, trust);
+        match stage.gate(action, true, now_ms()) {
+            (RingCheck::Pass(_), facts) => Ok(facts),
+            (RingCheck::Stop(stop), _) => Err(Box::new(stopped(set, stop))),
+            (RingCheck::Escalate(stop, e), _) => Err(Box::new(escalation(set, stop, e))),
+        }
+    }
+
+    /// [`preview_ring`](Self::preview_ring), then the policy: the decision
+    /// the tools report (no kill switch, quota or audit state).
+    pub fn preview(set: &PolicySet, action: &Action, trust: Option<Arc<TrustBook>>) -> Decision {
+        match Kernel::preview_ring(set, action, trust) {
+            Ok(facts) => set.decide_with(action, &facts),
+            Err(d) => *d,
+        }
     }
 }
 

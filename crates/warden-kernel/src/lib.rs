@@ -13,7 +13,7 @@ mod ring;
 mod stage;
 
 pub use identity::{IdentityStage, TrustFeed};
-pub use kernel::{ArgsMode, Kernel, KernelBuilder, KernelError, Outcome};
+pub use kernel::{ArgsMode, DEFAULT_SLOT_TTL, Kernel, KernelBuilder, KernelError, Outcome};
 pub use record::{ActionBody, AuditEvent, AuditSink};
 pub use ring::RingStage;
 pub use stage::{KillStage, QuotaStage, Stage, StageOrder, Stop};

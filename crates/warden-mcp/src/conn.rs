@@ -32,11 +32,11 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a request the gateway sends itself (`tools/list`, a replayed
 /// `initialize`) may take.
-const OWN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const OWN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A server that stayed up this long starts the next crash at the initial backoff.
 const STABLE_UPTIME: Duration = Duration::from_secs(10);
 /// Prefix of request ids the gateway sends itself; clients may not use it.
-const OWN_ID_PREFIX: &str = "warden-gw-";
+pub(crate) const OWN_ID_PREFIX: &str = "warden-gw-";
 
 /// The stdio MCP server command to run.
 #[derive(Debug, Clone)]
@@ -45,10 +45,87 @@ pub struct ServerCommand {
     pub program: OsString,
     /// Arguments.
     pub args: Vec<OsString>,
+    /// Environment variables set for the server (on top of the gateway's own).
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory of the server (default: the gateway's).
+    pub cwd: Option<std::path::PathBuf>,
+}
+
+impl ServerCommand {
+    /// `program args...`, with the gateway's environment and working directory.
+    pub fn new(program: impl Into<OsString>, args: Vec<OsString>) -> Self {
+        ServerCommand {
+            program: program.into(),
+            args,
+            env: Vec::new(),
+            cwd: None,
+        }
+    }
+
+    /// Starts the process with piped stdin/stdout (stderr inherited: the
+    /// server's own messages go to the gateway's stderr).
+    pub(crate) fn spawn(&self) -> Result<tokio::process::Child, String> {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", self.program))
+    }
+}
+
+/// When a crashed server may be restarted: [`INITIAL_BACKOFF`] after the
+/// first crash, doubling per crash up to [`MAX_BACKOFF`], back to the
+/// initial delay once a server stayed up [`STABLE_UPTIME`].
+#[derive(Debug)]
+pub(crate) struct Restarts {
+    next_attempt: Instant,
+    backoff: Duration,
+}
+
+impl Restarts {
+    pub(crate) fn new() -> Self {
+        Restarts {
+            next_attempt: Instant::now(),
+            backoff: INITIAL_BACKOFF,
+        }
+    }
+
+    /// `Err(text)` while the back-off runs.
+    pub(crate) fn may_start(&self) -> Result<(), String> {
+        let now = Instant::now();
+        if now < self.next_attempt {
+            return Err(format!(
+                "{REASON_UPSTREAM_DOWN}: the MCP server exited; next restart attempt in {} ms",
+                (self.next_attempt - now).as_millis()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A start failed (or a server exited): wait before the next attempt.
+    pub(crate) fn failed(&mut self) {
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// A server that had been up for `uptime` exited.
+    pub(crate) fn exited(&mut self, uptime: Duration) {
+        if uptime > STABLE_UPTIME {
+            self.backoff = INITIAL_BACKOFF;
+        }
+        self.failed();
+    }
 }
 
 /// One framed message, or why there is none.
-enum Frame {
+pub(crate) enum Frame {
     Line(Vec<u8>),
     Oversize,
     Eof,
@@ -56,7 +133,10 @@ enum Frame {
 
 /// Reads one newline-delimited message of at most `max` bytes; longer ones
 /// are skipped to their end without being buffered.
-async fn read_frame<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Frame> {
+pub(crate) async fn read_frame<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Frame> {
     let mut buf = Vec::new();
     let mut over = false;
     loop {
@@ -133,8 +213,7 @@ struct State {
     initialized: Option<Vec<u8>>,
     upstream: Option<Upstream>,
     generation: u64,
-    next_attempt: Instant,
-    backoff: Duration,
+    restarts: Restarts,
     reader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -184,8 +263,7 @@ where
             initialized: None,
             upstream: None,
             generation: 0,
-            next_attempt: Instant::now(),
-            backoff: INITIAL_BACKOFF,
+            restarts: Restarts::new(),
             reader: None,
         }),
         client: Mutex::new(Some(client_tx)),
@@ -235,14 +313,7 @@ impl Conn {
 
     /// Starts the server process (generation n+1) with its reader and writer tasks.
     fn spawn_upstream(self: &Arc<Self>) -> Result<(), String> {
-        let mut child = tokio::process::Command::new(&self.cmd.program)
-            .args(&self.cmd.args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {:?}: {e}", self.cmd.program))?;
+        let mut child = self.cmd.spawn()?;
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("server stdio not captured".to_owned());
         };
@@ -306,13 +377,7 @@ impl Conn {
             if let Some(u) = &st.upstream {
                 return Ok((u.tx.clone(), u.generation));
             }
-            let now = Instant::now();
-            if now < st.next_attempt {
-                return Err(format!(
-                    "{REASON_UPSTREAM_DOWN}: the MCP server exited; next restart attempt in {} ms",
-                    (st.next_attempt - now).as_millis()
-                ));
-            }
+            st.restarts.may_start()?;
             (st.init.clone(), st.initialized.clone())
         };
         eprintln!("warden mcp: restarting the MCP server");
@@ -345,8 +410,7 @@ impl Conn {
     fn note_failed_start(&self) {
         let mut st = lock(&self.state);
         st.upstream = None;
-        st.next_attempt = Instant::now() + st.backoff;
-        st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
+        st.restarts.failed();
     }
 
     /// The server of `generation` is gone: every request it owed an answer
@@ -359,12 +423,9 @@ impl Conn {
             if u.generation != generation {
                 return;
             }
-            if u.started.elapsed() > STABLE_UPTIME {
-                st.backoff = INITIAL_BACKOFF;
-            }
+            let uptime = u.started.elapsed();
             st.upstream = None;
-            st.next_attempt = Instant::now() + st.backoff;
-            st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
+            st.restarts.exited(uptime);
             // Definitions are re-listed (and re-checked against pins) after a restart.
             st.tools.clear();
             let keys: Vec<String> = st
@@ -627,6 +688,7 @@ impl Conn {
         if method == "tools/call"
             && let Err(reasons) = self.check_tool(&tool, &msg).await
         {
+            self.gw.refuse(&self.session, &tool, method, args, &reasons);
             return self.send_client(denial(&id, method, &reasons)).await;
         }
         let gw = Arc::clone(&self.gw);

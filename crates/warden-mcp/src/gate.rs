@@ -61,7 +61,7 @@ pub struct Gateway {
     kernel: Arc<Kernel>,
     agent: String,
     server: String,
-    pins: PinStore,
+    pins: Arc<PinStore>,
     approval_wait: Duration,
     max_message_bytes: usize,
     /// `tool digest` pairs already audited as changed (a client re-listing
@@ -87,7 +87,7 @@ impl Gateway {
             kernel,
             agent: agent.into(),
             server: server.into(),
-            pins: PinStore::in_memory(),
+            pins: Arc::new(PinStore::in_memory()),
             approval_wait: DEFAULT_APPROVAL_WAIT,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             audited: std::sync::Mutex::new(std::collections::HashSet::new()),
@@ -96,9 +96,21 @@ impl Gateway {
 
     /// Uses this pin store.
     #[must_use]
-    pub fn with_pins(mut self, pins: PinStore) -> Self {
+    pub fn with_pins(self, pins: PinStore) -> Self {
+        self.with_shared_pins(Arc::new(pins))
+    }
+
+    /// Uses this pin store, shared with other gateways (the upstreams of
+    /// one multi-upstream gateway share one pin file, keyed by server label).
+    #[must_use]
+    pub fn with_shared_pins(mut self, pins: Arc<PinStore>) -> Self {
         self.pins = pins;
         self
+    }
+
+    /// The server label (pins, `context.mcp.server`).
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// Caps the wait for an approver.
@@ -244,6 +256,50 @@ impl Gateway {
             obj.insert(key.to_owned(), json!([{"type": "text", "text": text}]));
         }
         Ok(result)
+    }
+
+    /// Audits a request the gateway refuses before any policy decision (an
+    /// unknown, reserved, duplicate or changed tool, an unreachable
+    /// upstream): a `deny` decision record at `pre_tool_call` with these
+    /// reasons and no rule, so `warden audit tail` shows every call the
+    /// agent attempted. Arguments are recorded as a digest. Returns the
+    /// record's decision id (the refusal stands even if it cannot be written).
+    pub fn refuse(
+        &self,
+        session: &str,
+        tool: &str,
+        method: &str,
+        args: Map<String, Value>,
+        reasons: &[String],
+    ) -> String {
+        let decision_id = Decision::new_id();
+        let mut context = Map::new();
+        context.insert(
+            "mcp".to_owned(),
+            json!({"server": self.server, "method": method}),
+        );
+        let event = AuditEvent::Decision {
+            action: warden_kernel::ActionBody {
+                args,
+                context,
+                raw: false,
+            },
+            agent: self.agent.clone(),
+            decision_id: decision_id.clone(),
+            obligations: Vec::new(),
+            point: Point::PreToolCall,
+            policy_hash: self.kernel.policy().hash().to_owned(),
+            reasons: reasons.to_vec(),
+            rule_ids: Vec::new(),
+            session: Some(session.to_owned()),
+            tool: Some(tool.to_owned()),
+            ts_ms: warden_runtime::now_ms(),
+            verdict: Verdict::Deny,
+        };
+        if let Err(e) = self.kernel.record_event(event) {
+            eprintln!("warden mcp: refusal of `{tool}` not audited: {e}");
+        }
+        decision_id
     }
 
     /// Records how a forwarded request went.

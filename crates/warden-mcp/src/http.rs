@@ -556,22 +556,11 @@ impl Http {
             Err(e) => return json_response(StatusCode::OK, error_line(&id, INVALID_PARAMS, &e)),
         };
         let session = session_of(&headers);
-        if method == "tools/call" {
-            if RESERVED_TOOLS.contains(&tool.as_str()) {
-                return deny(&reserved(&tool));
-            }
-            if !self.with_book(&session, |b| b.is_listed(&tool)) {
-                let meta = msg.get("params").and_then(|p| p.get("_meta")).cloned();
-                if let Err(e) = self.list_all(&headers, &session, meta).await {
-                    return deny(&[
-                        REASON_UNKNOWN_TOOL.to_owned(),
-                        format!("tool definitions could not be listed: {e}"),
-                    ]);
-                }
-            }
-            if let Err(reasons) = self.with_book(&session, |b| b.check(&tool)) {
-                return deny(&reasons);
-            }
+        if method == "tools/call"
+            && let Err(reasons) = self.check_tool(&headers, &session, &tool, &msg).await
+        {
+            self.gw.refuse(&session, &tool, method, args, &reasons);
+            return deny(&reasons);
         }
         let gw = Arc::clone(&self.gw);
         let may_wait = gw.may_wait(Point::PreToolCall, &session, &tool, method, args.clone());
@@ -610,6 +599,29 @@ impl Http {
         };
         self.forward(&headers, body, Some(Post::Call(call)), id)
             .await
+    }
+
+    /// A tool must be listed by the server, unchanged since pinned and unique.
+    async fn check_tool(
+        &self,
+        headers: &HeaderMap,
+        session: &str,
+        tool: &str,
+        msg: &Value,
+    ) -> Result<(), Vec<String>> {
+        if RESERVED_TOOLS.contains(&tool) {
+            return Err(reserved(tool));
+        }
+        if !self.with_book(session, |b| b.is_listed(tool)) {
+            let meta = msg.get("params").and_then(|p| p.get("_meta")).cloned();
+            self.list_all(headers, session, meta).await.map_err(|e| {
+                vec![
+                    REASON_UNKNOWN_TOOL.to_owned(),
+                    format!("tool definitions could not be listed: {e}"),
+                ]
+            })?;
+        }
+        self.with_book(session, |b| b.check(tool))
     }
 
     /// Lists every page of the server's tools into the session's book, with

@@ -11,16 +11,26 @@
 //! [`AuditEvent::McpToolChanged`](warden_kernel::AuditEvent::McpToolChanged)).
 //! `resources/read` and `prompts/get` pass the same two points as the tools
 //! `resources/read` and `prompts/get`. Everything else is forwarded
-//! byte-for-byte. docs/mcp.md has the full mapping.
+//! byte-for-byte. Calls the gateway refuses itself (unknown, reserved,
+//! duplicate or changed tools, an unavailable upstream) are audited as deny
+//! decisions ([`Gateway::refuse`]).
+//!
+//! [`serve_multi_stdio`] puts one endpoint in front of several named stdio
+//! servers (`warden mcp --config`, [`GatewayConfig`]): lists aggregated,
+//! requests routed by tool, prompt or resource with ids mapped both ways,
+//! names offered twice refused. docs/mcp.md has the full mapping.
 
 mod calls;
+mod config;
 mod conn;
 mod error;
 mod gate;
 mod http;
 pub mod jsonrpc;
+mod multi;
 mod pins;
 
+pub use config::{ConfigDurability, ConfigError, GatewayConfig, UpstreamConfig};
 pub use conn::{INITIAL_BACKOFF, MAX_BACKOFF, ServerCommand, serve_own_stdio, serve_stdio};
 pub use error::McpError;
 pub use gate::{
@@ -29,4 +39,8 @@ pub use gate::{
     RESERVED_TOOLS, post_args,
 };
 pub use http::{HEADER_MISMATCH, serve_http};
+pub use multi::{
+    REASON_AMBIGUOUS, REASON_UNKNOWN_PROMPT, REASON_UNKNOWN_RESOURCE, UpstreamSpec,
+    serve_multi_stdio,
+};
 pub use pins::{PIN_FILE, PinCheck, PinStore, tool_digest};

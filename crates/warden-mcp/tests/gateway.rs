@@ -111,10 +111,7 @@ async fn start_with(yaml: &str, opts: &[&str], max: Option<usize>) -> Harness {
     }
     let mut args = vec![fixture().into(), log.clone().into_os_string()];
     args.extend(opts.iter().map(Into::into));
-    let cmd = ServerCommand {
-        program: "python3".into(),
-        args,
-    };
+    let cmd = ServerCommand::new("python3", args);
     let (client, gateway_side) = tokio::io::duplex(1 << 20);
     let (gr, gw_w) = tokio::io::split(gateway_side);
     tokio::spawn(serve_stdio(Arc::new(gw), cmd, gr, gw_w));
@@ -340,6 +337,19 @@ async fn rug_pull_is_blocked_and_audited() {
         .filter(|e| matches!(e, AuditEvent::McpToolChanged { tool, .. } if tool == "echo"))
         .collect();
     assert_eq!(changed.len(), 1, "audited once");
+    // The refused call itself is audited too (a deny decision naming why).
+    assert_eq!(refusals(&events, "echo", "mcp:tool_changed"), 1);
+}
+
+/// Deny decisions recorded for `tool` whose first reason is `reason`.
+fn refusals(events: &[AuditEvent], tool: &str, reason: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(e, AuditEvent::Decision { tool: Some(t), verdict: warden_core::Verdict::Deny, reasons, .. }
+                if t == tool && reasons.first().is_some_and(|r| r == reason))
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,6 +360,11 @@ async fn duplicate_tool_names_are_rejected() {
     let r = h.call(2, "dup", json!({})).await;
     assert!(text(&r).contains("mcp:duplicate_tool"), "{r}");
     assert!(h.upstream_calls("dup").is_empty());
+    let r = h.call(3, "resources/read", json!({})).await;
+    assert!(text(&r).contains("reserved"), "{r}");
+    let events = h.events.0.lock().unwrap();
+    assert_eq!(refusals(&events, "dup", "mcp:duplicate_tool"), 1);
+    assert_eq!(refusals(&events, "resources/read", "mcp:unknown_tool"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,6 +377,10 @@ async fn calls_without_a_listing_are_checked_against_the_definitions() {
     assert!(text(&r).contains("mcp:duplicate_tool"), "{r}");
     let r = h.call(3, "nope", json!({})).await;
     assert!(text(&r).contains("mcp:unknown_tool"), "{r}");
+    assert_eq!(
+        refusals(&h.events.0.lock().unwrap(), "nope", "mcp:unknown_tool"),
+        1
+    );
     let lists = h
         .upstream()
         .into_iter()

@@ -11,9 +11,22 @@ use hyper_util::client::legacy::Client;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use warden_kernel::Kernel;
+use warden_kernel::{AuditEvent, AuditSink, Kernel};
 use warden_mcp::{Gateway, HEADER_MISMATCH, serve_http};
 use warden_policy::{PolicyHandle, PolicySet};
+
+#[derive(Default)]
+struct Capture(std::sync::Mutex<Vec<AuditEvent>>);
+
+impl AuditSink for Capture {
+    fn append(&self, event: AuditEvent) -> Result<(), String> {
+        self.0.lock().unwrap().push(event);
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
 
 const POLICY: &str = r#"
 apiVersion: warden.dev/v1
@@ -227,7 +240,9 @@ async fn malformed_oversize_and_unreachable() {
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}/mcp", dead.local_addr().unwrap());
     drop(dead);
+    let events = Arc::new(Capture::default());
     let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(POLICY).unwrap()))
+        .audit(events.clone())
         .build()
         .unwrap();
     let gw = Gateway::new(Arc::new(kernel), "agent-1", "dead");
@@ -239,4 +254,11 @@ async fn malformed_oversize_and_unreachable() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["result"]["isError"], true, "{body}");
     assert!(body.contains("mcp:unknown_tool") || body.contains("mcp:upstream_unavailable"));
+    // The refusal is audited: a deny decision for the call that never left.
+    let events = events.0.lock().unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e, AuditEvent::Decision { tool: Some(t), verdict: warden_core::Verdict::Deny, reasons, .. }
+            if t == "echo" && reasons.iter().any(|r| r.contains("could not be listed")))),
+        "{events:?}"
+    );
 }

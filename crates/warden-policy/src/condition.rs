@@ -9,6 +9,7 @@
 //! program, and the environment has no list generators, so this bounds the
 //! work of every evaluation.
 
+use crate::facts::{AGENT_KEYS, AgentFacts};
 use crate::fast::Fast;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::common::types::CelString;
@@ -96,6 +97,8 @@ pub struct Condition {
     pub(crate) constant_false: bool,
     /// Native evaluator when the condition is inside the fast subset.
     fast: Option<Fast>,
+    /// Whether it reads `agent.trust`, `agent.tier` or `agent.ring` (or the whole `agent` map).
+    pub(crate) uses_facts: bool,
 }
 
 impl Condition {
@@ -157,6 +160,7 @@ impl Condition {
         let fast = Fast::compile(program.expression())?;
         Ok(Condition {
             fast,
+            uses_facts: walk.facts,
             program,
             source: source.to_owned(),
             nodes: walk.nodes,
@@ -207,6 +211,26 @@ struct Walk {
     nodes: u64,
     depth: u32,
     unknown: Option<String>,
+    /// Reads an agent fact (or `agent` as a whole).
+    facts: bool,
+}
+
+/// `agent.<key>` must name a key `agent` has: a typo is a load error, not a
+/// run-time `no such key` that fails every decision closed.
+fn agent_key(key: &str) -> Result<bool, String> {
+    if AGENT_KEYS.contains(&key) {
+        Ok(key != "id")
+    } else {
+        Err(format!(
+            "unknown key `agent.{key}` (agent has: {})",
+            AGENT_KEYS.join(", ")
+        ))
+    }
+}
+
+/// Whether `e` is the variable `agent` (not a comprehension variable of that name).
+fn is_agent(e: &IdedExpr, bound: &[String]) -> bool {
+    matches!(&e.expr, Expr::Ident(n) if n == "agent" && !bound.iter().any(|b| b == n))
 }
 
 impl Walk {
@@ -225,6 +249,28 @@ impl Walk {
                 if !known && self.unknown.is_none() {
                     self.unknown = Some(name.clone());
                 }
+                // `agent` used whole (`agent == {...}`, `agent[k]`): assume it reads the facts.
+                if name == "agent" && !bound.iter().any(|b| b == name) {
+                    self.facts = true;
+                }
+            }
+            Expr::Select(s) if is_agent(&s.operand, bound) => {
+                // The selection and the `agent` identifier.
+                self.nodes += 2;
+                self.facts |= agent_key(&s.field)?;
+            }
+            Expr::Call(call)
+                if call.func_name == cel::common::ast::operators::INDEX
+                    && call.target.is_none()
+                    && call.args.len() == 2
+                    && is_agent(&call.args[0], bound) =>
+            {
+                if let Expr::Literal(cel::common::ast::LiteralValue::String(k)) = &call.args[1].expr
+                {
+                    agent_key(k.inner())?;
+                }
+                self.visit(&call.args[0], level, bound)?;
+                self.visit(&call.args[1], level, bound)?;
             }
             Expr::Call(call) => {
                 match call.func_name.as_str() {
@@ -325,6 +371,7 @@ pub(crate) fn json_nodes(v: &serde_json::Value) -> u64 {
 /// reads them and reused by every later condition of the same decision.
 pub(crate) struct ActionVars<'a> {
     action: &'a Action,
+    facts: &'a AgentFacts,
     args: OnceLock<Option<Box<dyn Val>>>,
     context: OnceLock<Option<Box<dyn Val>>>,
     agent: OnceLock<Option<Box<dyn Val>>>,
@@ -373,6 +420,16 @@ fn json_map_val(map: &serde_json::Map<String, serde_json::Value>) -> Option<Box<
     to_val(json_map_to_cel(map))
 }
 
+/// `agent`: its id and the kernel's facts.
+fn agent_map(id: &str, facts: &AgentFacts) -> Option<Box<dyn Val>> {
+    let mut m: HashMap<String, Value> = HashMap::with_capacity(AGENT_KEYS.len());
+    m.insert("id".to_owned(), Value::from(id.to_owned()));
+    m.insert("trust".to_owned(), Value::Int(i64::from(facts.trust())));
+    m.insert("tier".to_owned(), Value::from(facts.tier()));
+    m.insert("ring".to_owned(), Value::Int(i64::from(facts.ring().get())));
+    to_val(Value::from(m))
+}
+
 fn id_map(id: Option<&str>) -> Option<Box<dyn Val>> {
     let mut m: HashMap<String, Value> = HashMap::with_capacity(1);
     if let Some(id) = id {
@@ -382,9 +439,10 @@ fn id_map(id: Option<&str>) -> Option<Box<dyn Val>> {
 }
 
 impl<'a> ActionVars<'a> {
-    pub(crate) fn new(action: &'a Action) -> Self {
+    pub(crate) fn new(action: &'a Action, facts: &'a AgentFacts) -> Self {
         ActionVars {
             action,
+            facts,
             args: OnceLock::new(),
             context: OnceLock::new(),
             agent: OnceLock::new(),
@@ -408,7 +466,7 @@ impl VariableResolver for ActionVars<'_> {
                 .get_or_init(|| json_map_val(&self.action.context)),
             "agent" => self
                 .agent
-                .get_or_init(|| id_map(Some(self.action.agent.as_str()))),
+                .get_or_init(|| agent_map(&self.action.agent, self.facts)),
             "session" => self
                 .session
                 .get_or_init(|| id_map(self.action.session.as_deref())),
@@ -430,7 +488,8 @@ mod tests {
     fn eval(src: &str, action: &Action) -> Result<bool, String> {
         let env = env();
         let c = Condition::compile(&env, src)?;
-        let vars = ActionVars::new(action);
+        let facts = AgentFacts::BASELINE;
+        let vars = ActionVars::new(action, &facts);
         let mut ctx = Context::with_env(env);
         ctx.set_variable_resolver(&vars);
         c.eval(&ctx)
@@ -503,6 +562,38 @@ mod tests {
         // Comprehension variables are in scope only inside their comprehension.
         assert!(Condition::compile(&env, "args.a.exists(x, x > 1) && x > 1").is_err());
         assert!(Condition::compile(&env, "args.a.exists(x, x > 1)").is_ok());
+    }
+
+    #[test]
+    fn agent_keys_are_checked_at_load() {
+        let env = env();
+        for bad in [
+            "agent.trsut >= 700",
+            "has(agent.score)",
+            "agent['tierz'] == 'x'",
+            "tool == 'x' && agent.rings == 1",
+        ] {
+            let e = Condition::compile(&env, bad).unwrap_err();
+            assert!(e.contains("unknown key `agent."), "{bad}: {e}");
+            assert!(e.contains("id, trust, tier, ring"), "{e}");
+        }
+        let uses = |src: &str| Condition::compile(&env, src).unwrap().uses_facts;
+        assert!(!uses("agent.id == 'x' && tool == 'y'"));
+        assert!(!uses("args.xs.exists(agent, agent.trsut > 1)"));
+        assert!(uses("agent.trust >= 700"));
+        assert!(uses("agent.tier == 'trusted'"));
+        assert!(uses("agent.ring <= 1"));
+        assert!(uses("agent == {'id': 'x'}"));
+        assert!(uses("agent[args.k] == 1"));
+        let a = action(serde_json::json!({}));
+        assert_eq!(
+            eval(
+                "agent.trust == 400 && agent.tier == 'probationary' && agent.ring == 3",
+                &a
+            ),
+            Ok(true)
+        );
+        assert_eq!(eval("agent.id == 'bot' && size(agent) == 4", &a), Ok(true));
     }
 
     #[test]

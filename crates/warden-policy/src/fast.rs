@@ -11,10 +11,12 @@
 //!
 //! Subset: literals (null, bool, int, uint, double, string); variables with
 //! field selection and literal indexing (`args.a.b`, `args["k"]`, `args.xs[0]`);
+//! the agent facts `agent.trust`, `agent.tier`, `agent.ring`;
 //! `has()`; `!`, `&&`, `||`; `==`, `!=`, `<`, `<=`, `>`, `>=`; `x in [literals]`;
 //! `startsWith`, `endsWith`, `contains` and `matches` with literal arguments;
 //! `size()`; `all()` and `exists()` over lists and map keys.
 
+use crate::facts::AgentFacts;
 use cel::common::ast::{ComprehensionExpr, Expr, IdedExpr, LiteralValue, operators};
 use serde_json::{Map, Value as J};
 use std::cmp::Ordering;
@@ -38,9 +40,13 @@ pub(crate) enum Root {
     Tool,
     Args,
     Context,
-    /// `agent` / `session`: maps with a single `id` key.
+    /// `agent.id` / `session.id`.
     AgentId,
     SessionId,
+    /// `agent.trust`, `agent.tier`, `agent.ring`: the kernel's facts.
+    AgentTrust,
+    AgentTier,
+    AgentRing,
     /// A comprehension variable: its slot in the evaluation scope.
     Var(u32),
 }
@@ -200,8 +206,8 @@ impl Fast {
     }
 
     /// Evaluates to a bool, with the interpreter's error semantics.
-    pub(crate) fn eval_bool(&self, action: &Action) -> Result<bool, Fail> {
-        match self.eval(action, &mut Vec::new())? {
+    pub(crate) fn eval_bool(&self, action: &Action, facts: AgentFacts) -> Result<bool, Fail> {
+        match self.eval(action, facts, &mut Vec::new())? {
             V::Bool(b) => Ok(b),
             other => Err(format!(
                 "condition returned {} instead of a bool",
@@ -210,24 +216,29 @@ impl Fast {
         }
     }
 
-    fn eval<'a>(&'a self, action: &'a Action, env: &mut Vec<V<'a>>) -> Result<V<'a>, Fail> {
+    fn eval<'a>(
+        &'a self,
+        action: &'a Action,
+        facts: AgentFacts,
+        env: &mut Vec<V<'a>>,
+    ) -> Result<V<'a>, Fail> {
         match self {
             Fast::Lit(l) => Ok(lit_v(l)),
-            Fast::Path(root, steps) => resolve(action, *root, steps, env),
-            Fast::Has(root, steps, field) => match resolve(action, *root, steps, env)? {
+            Fast::Path(root, steps) => resolve(action, facts, *root, steps, env),
+            Fast::Has(root, steps, field) => match resolve(action, facts, *root, steps, env)? {
                 V::Map(m) => Ok(V::Bool(m.contains_key(&**field))),
                 other => Err(format!("no such key `{field}` on {}", type_name(&other))),
             },
-            Fast::Not(a) => match a.eval(action, env)? {
+            Fast::Not(a) => match a.eval(action, facts, env)? {
                 V::Bool(b) => Ok(V::Bool(!b)),
                 other => Err(format!("no such overload: !{}", type_name(&other))),
             },
             Fast::And(a, b) => {
-                let left = a.eval(action, env).and_then(as_bool);
+                let left = a.eval(action, facts, env).and_then(as_bool);
                 if left == Ok(false) {
                     return Ok(V::Bool(false));
                 }
-                let right = b.eval(action, env)?;
+                let right = b.eval(action, facts, env)?;
                 match (left, right) {
                     (Ok(true), V::Bool(r)) => Ok(V::Bool(r)),
                     (Err(_), V::Bool(false)) => Ok(V::Bool(false)),
@@ -236,11 +247,11 @@ impl Fast {
                 }
             }
             Fast::Or(a, b) => {
-                let left = a.eval(action, env).and_then(as_bool);
+                let left = a.eval(action, facts, env).and_then(as_bool);
                 if left == Ok(true) {
                     return Ok(V::Bool(true));
                 }
-                let right = b.eval(action, env)?;
+                let right = b.eval(action, facts, env)?;
                 match (left, right) {
                     (Ok(false), V::Bool(r)) => Ok(V::Bool(r)),
                     (Err(_), V::Bool(true)) => Ok(V::Bool(true)),
@@ -249,8 +260,8 @@ impl Fast {
                 }
             }
             Fast::Cmp(op, a, b) => {
-                let x = a.eval(action, env)?;
-                let y = b.eval(action, env)?;
+                let x = a.eval(action, facts, env)?;
+                let y = b.eval(action, facts, env)?;
                 Ok(V::Bool(match op {
                     Cmp::Eq => equals(&x, &y),
                     Cmp::Ne => !equals(&x, &y),
@@ -261,10 +272,10 @@ impl Fast {
                 }))
             }
             Fast::InList(x, list) => {
-                let x = x.eval(action, env)?;
+                let x = x.eval(action, facts, env)?;
                 Ok(V::Bool(list.iter().any(|l| equals(&x, &lit_v(l)))))
             }
-            Fast::Str(op, x, needle) => match x.eval(action, env)? {
+            Fast::Str(op, x, needle) => match x.eval(action, facts, env)? {
                 V::Str(s) => Ok(V::Bool(match op {
                     StrOp::StartsWith => s.starts_with(&**needle),
                     StrOp::EndsWith => s.ends_with(&**needle),
@@ -275,14 +286,14 @@ impl Fast {
                     type_name(&other)
                 )),
             },
-            Fast::Matches(x, re) => match x.eval(action, env)? {
+            Fast::Matches(x, re) => match x.eval(action, facts, env)? {
                 V::Str(s) => Ok(V::Bool(re.is_match(s))),
                 other => Err(format!(
                     "no such overload: {}.matches(string)",
                     type_name(&other)
                 )),
             },
-            Fast::Size(x) => match x.eval(action, env)? {
+            Fast::Size(x) => match x.eval(action, facts, env)? {
                 V::Str(s) => Ok(V::Int(s.chars().count() as i64)),
                 V::List(l) => Ok(V::Int(l.len() as i64)),
                 V::Map(m) => Ok(V::Int(m.len() as i64)),
@@ -293,13 +304,13 @@ impl Fast {
                 range,
                 pred,
             } => {
-                let range = range.eval(action, env)?;
+                let range = range.eval(action, facts, env)?;
                 // CEL semantics: a deciding element (true for exists, false
                 // for all) wins over errors from other elements.
                 let mut error = None;
                 let mut step = |item: V<'a>, env: &mut Vec<V<'a>>| -> bool {
                     env.push(item);
-                    let r = pred.eval(action, env).and_then(as_bool);
+                    let r = pred.eval(action, facts, env).and_then(as_bool);
                     env.pop();
                     match r {
                         Ok(b) => b == *exists,
@@ -441,12 +452,15 @@ fn path(e: &IdedExpr, scope: &[String]) -> Option<(Root, Vec<Step>)> {
             Vec::new(),
         )),
         Expr::Select(s) if !s.test => {
-            // `agent.id` / `session.id` are the only fields those maps have.
+            // `agent.{id,trust,tier,ring}` / `session.id` are the only fields those maps have.
             if let Expr::Ident(name) = &s.operand.expr
                 && !scope.contains(name)
             {
                 match (name.as_str(), s.field.as_str()) {
                     ("agent", "id") => return Some((Root::AgentId, Vec::new())),
+                    ("agent", "trust") => return Some((Root::AgentTrust, Vec::new())),
+                    ("agent", "tier") => return Some((Root::AgentTier, Vec::new())),
+                    ("agent", "ring") => return Some((Root::AgentRing, Vec::new())),
                     ("session", "id") => return Some((Root::SessionId, Vec::new())),
                     ("agent" | "session", _) => return None,
                     _ => {}
@@ -479,6 +493,7 @@ fn path(e: &IdedExpr, scope: &[String]) -> Option<(Root, Vec<Step>)> {
 
 fn resolve<'a>(
     action: &'a Action,
+    facts: AgentFacts,
     root: Root,
     steps: &'a [Step],
     env: &[V<'a>],
@@ -494,6 +509,9 @@ fn resolve<'a>(
         Root::Point => return Ok(V::Str(action.point.as_str())),
         Root::Tool => return Ok(V::Str(action.tool().unwrap_or(""))),
         Root::AgentId => return Ok(V::Str(&action.agent)),
+        Root::AgentTrust => return Ok(V::Int(i64::from(facts.trust()))),
+        Root::AgentTier => return Ok(V::Str(facts.tier())),
+        Root::AgentRing => return Ok(V::Int(i64::from(facts.ring().get()))),
         Root::SessionId => {
             return action
                 .session
@@ -620,6 +638,8 @@ fn equals(x: &V<'_>, y: &V<'_>) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use crate::condition::{ActionVars, Condition, environment};
+    use crate::facts::AgentFacts;
+    use crate::rings::Ring;
     use cel::Context;
     use proptest::prelude::*;
     use serde_json::json;
@@ -628,10 +648,20 @@ mod tests {
 
     /// Both evaluators on one condition: (native, interpreter), errors collapsed to `Err(())`.
     fn both(src: &str, action: &Action) -> (Option<Result<bool, ()>>, Result<bool, ()>) {
+        both_with(src, action, FACTS)
+    }
+
+    const FACTS: AgentFacts = AgentFacts::BASELINE;
+
+    fn both_with(
+        src: &str,
+        action: &Action,
+        facts: AgentFacts,
+    ) -> (Option<Result<bool, ()>>, Result<bool, ()>) {
         let env = environment().unwrap();
         let c = Condition::compile(&env, src).unwrap_or_else(|e| panic!("{src}: {e}"));
-        let fast = c.fast().map(|f| f.eval_bool(action).map_err(|_| ()));
-        let vars = ActionVars::new(action);
+        let fast = c.fast().map(|f| f.eval_bool(action, facts).map_err(|_| ()));
+        let vars = ActionVars::new(action, &facts);
         let mut ctx = Context::with_env(Arc::clone(&env));
         ctx.set_variable_resolver(&vars);
         (fast, c.eval(&ctx).map_err(|_| ()))
@@ -659,6 +689,8 @@ mod tests {
             "args.xs.exists(x, x > 1)",
             "args.m.all(k, k.startsWith('a'))",
             "args.xs.exists(x, x.ys.all(y, y.matches('^a')))",
+            "agent.trust >= 700 && agent.tier == 'trusted' && agent.ring <= 1",
+            "agent.tier in ['trusted', 'verified'] || agent.ring in [0, 1]",
         ] {
             assert!(both(src, &a).0.is_some(), "{src} should be native");
         }
@@ -666,11 +698,60 @@ mod tests {
             "args.a + 1 > 2",
             "int(args.a) == 1",
             "agent == {'id': 'bot'}",
+            "agent['trust'] > 1",
+            "agent.trust + 1 > 2",
             "args.xs.exists_one(x, x > 1)",
             "args.xs.map(x, x * 2) == [2]",
         ] {
             assert!(both(src, &a).0.is_none(), "{src} should be interpreted");
         }
+    }
+
+    #[test]
+    fn agent_facts_agree_with_interpreter() {
+        let a = action(json!({"a": 1}));
+        let cases = [
+            "agent.trust >= 700",
+            "agent.trust > 819",
+            "agent.trust == 820.0",
+            "agent.trust == 820u",
+            "agent.tier == 'trusted'",
+            "agent.tier in ['standard', 'trusted']",
+            "agent.ring <= 1",
+            "agent.ring == 1 && agent.id == 'bot'",
+            "agent.tier.startsWith('tr')",
+            "agent.trust < args.a",
+            "agent.tier > 1",
+            "agent['trust'] >= 700",
+            "agent.trust + 0 >= 700",
+        ];
+        for facts in [
+            FACTS,
+            AgentFacts::new(820, "trusted", Ring::new(1).unwrap()).unwrap(),
+            AgentFacts::new(0, "untrusted", Ring::LOWEST).unwrap(),
+            AgentFacts::new(1000, "verified", Ring::ZERO).unwrap(),
+        ] {
+            for src in cases {
+                let (fast, interp) = both_with(src, &a, facts);
+                if let Some(fast) = fast {
+                    assert_eq!(fast, interp, "{src} with {facts:?}");
+                }
+            }
+        }
+        let trusted = AgentFacts::new(820, "trusted", Ring::new(1).unwrap()).unwrap();
+        assert_eq!(
+            both_with("agent.trust >= 700", &a, trusted).0,
+            Some(Ok(true))
+        );
+        assert_eq!(
+            both_with("agent.trust >= 700", &a, FACTS).0,
+            Some(Ok(false))
+        );
+        assert_eq!(both_with("agent.ring <= 1", &a, trusted).1, Ok(true));
+        assert_eq!(
+            both_with("agent['tier'] == 'trusted'", &a, trusted).1,
+            Ok(true)
+        );
     }
 
     #[test]
@@ -694,7 +775,8 @@ mod tests {
                 Just("'ab'"),
                 Just("''"),
                 Just("'é'"),
-                Just("'DROP'")
+                Just("'DROP'"),
+                Just("'trusted'")
             ]
             .prop_map(str::to_owned),
             prop_oneof![Just("true"), Just("false"), Just("null")].prop_map(str::to_owned),
@@ -714,6 +796,9 @@ mod tests {
             Just("tool"),
             Just("point"),
             Just("agent.id"),
+            Just("agent.trust"),
+            Just("agent.tier"),
+            Just("agent.ring"),
             Just("session.id"),
             Just("context.k"),
             Just("context.n"),
@@ -789,6 +874,15 @@ mod tests {
         })
     }
 
+    fn agent_facts() -> impl Strategy<Value = AgentFacts> {
+        (
+            prop_oneof![Just(0u16), Just(1), Just(2), Just(400), Just(1000)],
+            prop::sample::select(crate::rings::TIER_NAMES.to_vec()),
+            0u8..4,
+        )
+            .prop_map(|(t, tier, r)| AgentFacts::new(t, tier, Ring::new(r).unwrap()).unwrap())
+    }
+
     fn json_leaf() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             Just(json!(null)),
@@ -820,6 +914,7 @@ mod tests {
             b in prop::option::of(json_leaf()),
             xs in prop::option::of(prop::collection::vec(json_leaf(), 0..3)),
             m in prop::option::of(json_leaf()),
+            facts in agent_facts(),
         ) {
             let mut args = serde_json::Map::new();
             if let Some(a) = a { args.insert("a".into(), a); }
@@ -827,7 +922,7 @@ mod tests {
             if let Some(xs) = xs { args.insert("xs".into(), serde_json::Value::Array(xs)); }
             if let Some(m) = m { args.insert("m".into(), m); }
             let action = action(serde_json::Value::Object(args));
-            let (fast, interp) = both(&src, &action);
+            let (fast, interp) = both_with(&src, &action, facts);
             let fast = fast.expect("generated expressions are inside the subset");
             prop_assert_eq!(fast, interp, "{}", src);
         }

@@ -36,6 +36,7 @@ mod condition;
 mod duration;
 mod engines;
 mod error;
+mod facts;
 mod fast;
 mod handle;
 pub mod lint;
@@ -55,13 +56,14 @@ pub use compile::AGT_APPROVAL_TIMEOUT_MS;
 pub use condition::{MAX_COMPREHENSION_DEPTH, MAX_CONDITION_BYTES, MAX_INPUT_DEPTH, VARIABLES};
 pub use engines::{PolicySource, SourceDecision, SourceResult, SourceTrace};
 pub use error::{Origin, PolicyError};
+pub use facts::{AGENT_KEYS, AgentFacts, BASELINE_TRUST, MAX_TRUST};
 pub use handle::PolicyHandle;
 pub use load::{Source, is_test_file};
 pub use quota::{Quota, QuotaOrigin, QuotaScope};
 pub use rego::{RegoSource, RegoTest};
 pub use rings::{
     DEFAULT_TIER_RINGS, DEFAULT_TOOL_RING, Elevation, MAX_ELEVATION_TTL, Ring, RingPolicy,
-    RingQuota, TIER_NAMES, ToolRing,
+    RingQuota, TIER_NAMES, ToolRing, default_tier_ring,
 };
 pub use rule::{OnError, RateLimit, Rule, RuleSource};
 pub use set::{Evaluation, Explanation, Limits, Outcome, PolicySet, RuleResult, Trace};

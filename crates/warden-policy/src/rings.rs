@@ -62,6 +62,15 @@ pub const TIER_NAMES: [&str; 5] = [
 /// Default ring per tier (same order as [`TIER_NAMES`]).
 pub const DEFAULT_TIER_RINGS: [Ring; 5] = [Ring(3), Ring(3), Ring(2), Ring(1), Ring(1)];
 
+/// The ring `tier` maps to without a `rings:` block (ring 3 for an unknown tier name).
+pub fn default_tier_ring(tier: &str) -> Ring {
+    TIER_NAMES
+        .iter()
+        .position(|t| *t == tier)
+        .and_then(|i| DEFAULT_TIER_RINGS.get(i).copied())
+        .unwrap_or(Ring::LOWEST)
+}
+
 /// Required ring of a tool the catalogue does not name, unless the policy sets `default_tool_ring`.
 pub const DEFAULT_TOOL_RING: Ring = Ring(2);
 
@@ -139,6 +148,17 @@ impl RingPolicy {
     /// The ring explicitly granted to `agent` (exact id or DID), if any.
     pub fn grant(&self, agent: &str) -> Option<Ring> {
         self.grants.get(agent).copied()
+    }
+
+    /// The agent's ring before elevations: its explicit grant, else its
+    /// tier's ring; but a tier mapped to ring 3 (or an unknown tier name)
+    /// is ring 3 whatever the grant — low trust suspends every privilege.
+    pub fn agent_ring(&self, agent: &str, tier: &str) -> Ring {
+        let by_tier = self.tier_ring(tier).unwrap_or(Ring::LOWEST);
+        if by_tier == Ring::LOWEST {
+            return Ring::LOWEST;
+        }
+        self.grant(agent).unwrap_or(by_tier)
     }
 
     /// The catalogue entry for `tool`: the first entry that names it, in order written.

@@ -3,6 +3,7 @@
 use crate::condition::{ActionVars, Condition, MAX_INPUT_DEPTH, json_nodes, within_depth};
 use crate::engines::{Inputs, PolicySource, SourceDecision, SourceResult, SourceTrace};
 use crate::error::{Origin, PolicyError};
+use crate::facts::AgentFacts;
 use crate::quota::{Quota, QuotaOrigin};
 use crate::rule::{OnError, Rule};
 use cel::{Context, Env};
@@ -57,6 +58,8 @@ pub struct PolicySet {
     sources: Vec<PolicySource>,
     /// The `rings:` block, if a file declared one.
     rings: Option<crate::rings::RingPolicy>,
+    /// Whether any condition reads `agent.trust`, `agent.tier` or `agent.ring`.
+    uses_facts: bool,
 }
 
 /// How an evaluation ended.
@@ -259,7 +262,11 @@ impl PolicySet {
         // Stable sort keeps declaration order among equal keys.
         rules.sort_by_key(Rule::order_key);
         let index = std::array::from_fn(|p| build_index(&rules, Point::ALL[p]));
+        let uses_facts = rules
+            .iter()
+            .any(|r| r.condition.as_ref().is_some_and(|c| c.uses_facts));
         Ok(PolicySet {
+            uses_facts,
             rules,
             quotas,
             sources: Vec::new(),
@@ -368,6 +375,25 @@ impl PolicySet {
         Ok(self)
     }
 
+    /// Whether any condition reads the agent facts (`agent.trust`,
+    /// `agent.tier`, `agent.ring`): when none does, the kernel need not
+    /// compute them for the policy.
+    pub fn uses_agent_facts(&self) -> bool {
+        self.uses_facts
+    }
+
+    /// The facts [`evaluate`](Self::evaluate) assumes for `agent`: a trust
+    /// book that has never seen it (trust 400, `probationary`) and the ring
+    /// that tier gives it under this set's `rings:` block (grants included),
+    /// or ring 3 without one. Only conditions reading the facts see them.
+    pub fn baseline_facts(&self, agent: &str) -> AgentFacts {
+        let base = AgentFacts::BASELINE;
+        match &self.rings {
+            Some(r) => base.with_ring(r.agent_ring(agent, base.tier())),
+            None => base,
+        }
+    }
+
     /// Declared quotas and rule limits, for the quota stage.
     pub fn quotas(&self) -> &[Quota] {
         &self.quotas
@@ -436,6 +462,7 @@ impl PolicySet {
         &self,
         c: &Condition,
         action: &Action,
+        facts: AgentFacts,
         scratch: &mut Scratch,
         ctx: &mut Option<Context<'v, 'v>>,
         vars: &'v ActionVars<'v>,
@@ -465,7 +492,7 @@ impl PolicySet {
         // Native conditions have no loops and run in time linear in the
         // input, so only interpreted ones start the deadline clock.
         if let Some(fast) = c.fast() {
-            return fast.eval_bool(action).map_err(Fail::Error);
+            return fast.eval_bool(action, facts).map_err(Fail::Error);
         }
         scratch.started.get_or_insert_with(Instant::now);
         let ctx = ctx.get_or_insert_with(|| {
@@ -498,11 +525,26 @@ impl PolicySet {
     /// the most restrictive verdict among the deciders wins (deny overrides
     /// across sources); if nothing decides, the default applies. Any
     /// evaluation failure is a deny.
+    ///
+    /// Conditions see the [`baseline_facts`](Self::baseline_facts) of the
+    /// agent; the kernel passes the real ones with [`evaluate_with`](Self::evaluate_with).
     pub fn evaluate(&self, action: &Action) -> Evaluation<'_> {
+        // Only sets whose conditions read the facts pay for the grant lookup.
+        let facts = if self.uses_facts {
+            self.baseline_facts(&action.agent)
+        } else {
+            AgentFacts::BASELINE
+        };
+        self.evaluate_with(action, &facts)
+    }
+
+    /// Like [`evaluate`](Self::evaluate), with the agent facts the kernel
+    /// computed for this decision (`agent.trust`, `agent.tier`, `agent.ring`).
+    pub fn evaluate_with(&self, action: &Action, facts: &AgentFacts) -> Evaluation<'_> {
         if self.sources.is_empty() {
-            return self.evaluate_rules(action);
+            return self.evaluate_rules(action, *facts);
         }
-        self.combine(action, self.evaluate_rules(action))
+        self.combine(action, self.evaluate_rules(action, *facts))
     }
 
     /// Folds the Rego and Cedar sources' results into the Warden rules' evaluation.
@@ -559,8 +601,8 @@ impl PolicySet {
     }
 
     /// The Warden rules alone: first matching candidate in rank order.
-    fn evaluate_rules(&self, action: &Action) -> Evaluation<'_> {
-        let vars = ActionVars::new(action);
+    fn evaluate_rules(&self, action: &Action, facts: AgentFacts) -> Evaluation<'_> {
+        let vars = ActionVars::new(action, &facts);
         let mut scratch = Scratch {
             input_checked: false,
             input_nodes: None,
@@ -575,7 +617,7 @@ impl PolicySet {
             let matched = match &rule.condition {
                 None => Ok(true),
                 Some(c) => {
-                    let r = self.run_condition(c, action, &mut scratch, &mut ctx, &vars);
+                    let r = self.run_condition(c, action, facts, &mut scratch, &mut ctx, &vars);
                     if self.over_deadline(&scratch) {
                         result = Some(self.budget_failure(
                             rule,
@@ -642,8 +684,14 @@ impl PolicySet {
     /// Like [`evaluate`](Self::evaluate), but runs every candidate rule and
     /// reports what each did.
     pub fn explain(&self, action: &Action) -> Explanation<'_> {
-        let evaluation = self.evaluate(action);
-        let vars = ActionVars::new(action);
+        self.explain_with(action, &self.baseline_facts(&action.agent))
+    }
+
+    /// Like [`explain`](Self::explain), with the given agent facts.
+    pub fn explain_with(&self, action: &Action, facts: &AgentFacts) -> Explanation<'_> {
+        let facts = *facts;
+        let evaluation = self.evaluate_with(action, &facts);
+        let vars = ActionVars::new(action, &facts);
         let mut scratch = Scratch {
             input_checked: false,
             input_nodes: None,
@@ -659,19 +707,21 @@ impl PolicySet {
             } else {
                 match &rule.condition {
                     None => RuleResult::Matched,
-                    Some(c) => match self.run_condition(c, action, &mut scratch, &mut ctx, &vars) {
-                        Ok(true) => RuleResult::Matched,
-                        Ok(false) => RuleResult::ConditionFalse,
-                        Err(Fail::OverBudget(_)) => RuleResult::OverBudget,
-                        Err(Fail::Invalid(message)) => RuleResult::Error {
-                            message,
-                            skipped: false,
-                        },
-                        Err(Fail::Error(message)) => RuleResult::Error {
-                            message,
-                            skipped: rule.on_error == OnError::Skip,
-                        },
-                    },
+                    Some(c) => {
+                        match self.run_condition(c, action, facts, &mut scratch, &mut ctx, &vars) {
+                            Ok(true) => RuleResult::Matched,
+                            Ok(false) => RuleResult::ConditionFalse,
+                            Err(Fail::OverBudget(_)) => RuleResult::OverBudget,
+                            Err(Fail::Invalid(message)) => RuleResult::Error {
+                                message,
+                                skipped: false,
+                            },
+                            Err(Fail::Error(message)) => RuleResult::Error {
+                                message,
+                                skipped: rule.on_error == OnError::Skip,
+                            },
+                        }
+                    }
                 }
             };
             traces.push(Trace { rule, result });
@@ -698,6 +748,11 @@ impl PolicySet {
     /// Evaluates and builds the wire-form [`Decision`] with a fresh id.
     pub fn decide(&self, action: &Action) -> Decision {
         self.to_decision(&self.evaluate(action))
+    }
+
+    /// Like [`decide`](Self::decide), with the given agent facts.
+    pub fn decide_with(&self, action: &Action, facts: &AgentFacts) -> Decision {
+        self.to_decision(&self.evaluate_with(action, facts))
     }
 
     /// Builds the wire-form [`Decision`] for an evaluation of this set.

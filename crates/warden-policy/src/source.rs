@@ -278,6 +278,9 @@ pub(crate) struct CaseDoc {
     pub reason_contains: Option<String>,
     #[serde(default)]
     pub obligations: Option<Vec<warden_core::Obligation>>,
+    /// Agent facts to assume (trust score and/or tier) instead of the baseline.
+    #[serde(default)]
+    pub agent_facts: Option<Spanned<crate::testing::AssumedFacts>>,
 }
 
 fn options() -> serde_saphyr::Options {

@@ -105,11 +105,11 @@ struct Grant {
     expires_ms: u64,
 }
 
-/// The live state of a policy's `rings:` block. Rebuilt on policy reload
-/// (elevations do not survive a reload: the catalogue they refer to may have changed).
+/// The live state of a policy's `rings:` block. Rebuilt on policy reload,
+/// taking over the state of the old book with [`RingBook::carry_over`].
 pub struct RingBook {
     policy: RingPolicy,
-    limiters: [Option<DefaultKeyedRateLimiter<u128>>; 4],
+    limiters: [Option<Arc<DefaultKeyedRateLimiter<u128>>>; 4],
     inflight: DashMap<(u8, u128), Arc<AtomicU32>>,
     elevations: DashMap<String, Vec<Grant>>,
     seeds: (RandomState, RandomState),
@@ -133,7 +133,7 @@ impl RingBook {
         let limiters = std::array::from_fn(|i| {
             let ring = Ring::new(u8::try_from(i).ok()?)?;
             let rate = policy.quota(ring)?.rate?;
-            gcra(rate.count, rate.per).map(RateLimiter::dashmap)
+            gcra(rate.count, rate.per).map(|q| Arc::new(RateLimiter::dashmap(q)))
         });
         RingBook {
             policy: policy.clone(),
@@ -155,12 +155,9 @@ impl RingBook {
 
     /// The agent's ring before elevations, from its grant and current tier
     /// (a tier name as `warden-identity` spells it; an unknown name is ring 3).
+    /// See [`RingPolicy::agent_ring`].
     pub fn agent_ring(&self, agent: &str, tier: &str) -> Ring {
-        let by_tier = self.policy.tier_ring(tier).unwrap_or(Ring::LOWEST);
-        if by_tier == Ring::LOWEST {
-            return Ring::LOWEST;
-        }
-        self.policy.grant(agent).unwrap_or(by_tier)
+        self.policy.agent_ring(agent, tier)
     }
 
     /// The ring the agent holds for `tool` at `now_ms`: its base ring, or an
@@ -199,7 +196,13 @@ impl RingBook {
         tool: &str,
         now_ms: u64,
     ) -> Result<RingPermit, RingDenial> {
-        let ring = self.effective_ring(agent, tier, tool, now_ms);
+        self.admit(agent, self.effective_ring(agent, tier, tool, now_ms), tool)
+    }
+
+    /// The second half of [`check`](Self::check), for a caller that already
+    /// computed the agent's [`effective_ring`](Self::effective_ring) for
+    /// `tool` (the kernel, which also hands it to the policy as `agent.ring`).
+    pub fn admit(&self, agent: &str, ring: Ring, tool: &str) -> Result<RingPermit, RingDenial> {
         let entry = self.policy.tool_entry(tool);
         let required = entry.map_or(self.policy.default_tool_ring(), |e| e.ring);
         if !ring.satisfies(required) {
@@ -241,6 +244,61 @@ impl RingBook {
             slot: Some(slot),
             ring,
         })
+    }
+
+    /// Takes over the state of `old`, the book of the policy this one
+    /// replaces, so a reload neither resets limits nor loses privileges:
+    /// rate-limiter state of rings whose rate is unchanged, the in-flight
+    /// counters of rings that still limit concurrency (permits held by calls
+    /// in flight keep counting against the new book), and unexpired
+    /// elevations whose catalogue entry still exists with the same tool
+    /// patterns and still allows elevation (at that entry's current ring,
+    /// and for no longer than its current TTL from `now_ms`).
+    pub fn carry_over(&mut self, old: &RingBook, now_ms: u64) {
+        self.seeds = (old.seeds.0.clone(), old.seeds.1.clone());
+        for (i, limiter) in self.limiters.iter_mut().enumerate() {
+            let Some(ring) = u8::try_from(i).ok().and_then(Ring::new) else {
+                continue;
+            };
+            let rate = |p: &RingPolicy| p.quota(ring).and_then(|q| q.rate);
+            if limiter.is_some() && rate(&self.policy) == rate(&old.policy) {
+                limiter.clone_from(&old.limiters[i]);
+            }
+        }
+        for kv in old.inflight.iter() {
+            let (ring, _) = *kv.key();
+            let limited = Ring::new(ring)
+                .and_then(|r| self.policy.quota(r))
+                .is_some_and(|q| q.concurrency.is_some());
+            if limited {
+                self.inflight.insert(*kv.key(), Arc::clone(kv.value()));
+            }
+        }
+        for kv in old.elevations.iter() {
+            let carried: Vec<Grant> = kv
+                .value()
+                .iter()
+                .filter(|g| g.expires_ms > now_ms)
+                .filter_map(|g| {
+                    let was = old.policy.tools().get(g.entry)?;
+                    let entry = self
+                        .policy
+                        .tools()
+                        .iter()
+                        .position(|t| t.patterns() == was.patterns())?;
+                    let now = self.policy.tools().get(entry)?;
+                    let ttl = u64::try_from(now.elevate.as_ref()?.ttl.as_millis()).ok()?;
+                    Some(Grant {
+                        entry,
+                        ring: now.ring,
+                        expires_ms: g.expires_ms.min(now_ms.saturating_add(ttl)),
+                    })
+                })
+                .collect();
+            if !carried.is_empty() {
+                self.elevations.insert(kv.key().clone(), carried);
+            }
+        }
     }
 
     /// Records an approved elevation: `agent` holds the required ring of
@@ -408,6 +466,77 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(admitted.iter().map(Vec::len).sum::<usize>(), 3);
+    }
+
+    #[test]
+    fn carry_over_keeps_counters_slots_and_elevations() {
+        let policy = format!(
+            "{CATALOGUE}  quotas:\n    - {{ring: 2, rate: 3/hour, concurrency: 1}}\n    - {{ring: 1, rate: 1/hour}}\n"
+        );
+        let old = book(&policy);
+        let held = old.check("bot", "standard", "x", 0).unwrap();
+        let _ = old.check("ops", "standard", "x", 0).unwrap();
+        old.elevate("bot", "shell.exec", 0).unwrap();
+        old.elevate("ops", "shell.exec", 0).unwrap();
+        // The same policy reloaded: nothing resets.
+        let mut new = book(&policy);
+        new.carry_over(&old, 1);
+        assert_eq!(
+            new.check("bot", "standard", "y", 1).unwrap_err().reason(),
+            "ring:concurrency",
+            "the slot held by the call in flight still counts"
+        );
+        drop(held);
+        assert!(new.check("bot", "standard", "y", 1).is_ok());
+        assert_eq!(
+            new.check("bot", "standard", "y", 1).unwrap_err().reason(),
+            "ring:rate",
+            "3/hour (a call refused for concurrency counts too): the count carried over"
+        );
+        assert_eq!(
+            new.check("bot", "standard", "shell.exec", 2)
+                .unwrap()
+                .ring(),
+            Ring::ZERO
+        );
+        // An elevation ends at its original expiry.
+        assert!(new.check("ops", "standard", "shell.exec", 900_000).is_err());
+        // A changed rate starts fresh; a removed catalogue entry drops its elevations.
+        let changed = "  agents: {root: 0, ops: 1}\n  tools:\n    - tools: [deploy]\n      ring: 1\n  quotas:\n    - {ring: 2, rate: 5/hour, concurrency: 1}\n";
+        let mut fresh = book(changed);
+        fresh.carry_over(&new, 3);
+        assert!(fresh.check("bot", "standard", "y", 3).is_ok());
+        assert!(
+            fresh.check("bot", "standard", "shell.exec", 3).is_ok(),
+            "default ring 2 now"
+        );
+        assert_eq!(
+            fresh
+                .check("bot", "standard", "deploy", 3)
+                .unwrap_err()
+                .reason(),
+            "ring:insufficient"
+        );
+        // A shorter TTL after reload caps carried elevations.
+        let old = book(CATALOGUE);
+        old.elevate("bot", "shell.exec", 0).unwrap();
+        let mut shorter = book(&CATALOGUE.replace("ttl: 15m", "ttl: 1m"));
+        shorter.carry_over(&old, 10_000);
+        assert!(
+            shorter
+                .check("bot", "standard", "shell.exec", 69_999)
+                .is_ok()
+        );
+        assert!(
+            shorter
+                .check("bot", "standard", "shell.exec", 70_000)
+                .is_err()
+        );
+        // An entry that no longer allows elevation drops it.
+        let mut none =
+            book(&CATALOGUE.replace("      elevate: {approvers: [secops], ttl: 15m}\n", ""));
+        none.carry_over(&old, 1);
+        assert!(none.check("bot", "standard", "shell.exec", 1).is_err());
     }
 
     #[test]

@@ -68,6 +68,73 @@ fn default_schema() -> String {
     "warden_audit".to_owned()
 }
 
+/// Where trust scores persist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustStoreKind {
+    /// `<data_dir>/trust.json` (the default).
+    #[default]
+    File,
+    /// A PostgreSQL table shared by every replica (needs the `postgres` feature).
+    Postgres,
+}
+
+/// The `trust:` block: where scores persist and how often this process
+/// writes its signals there and re-reads what others wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSettings {
+    /// `file` or `postgres`.
+    pub store: TrustStoreKind,
+    /// Connection URL (`postgres` only; env `WARDEN_TRUST_URL`).
+    pub url: Option<String>,
+    /// Schema of the `trust` table (`postgres` only).
+    pub schema: String,
+    /// Interval of the sync (apply queued signals, reload), ms
+    /// (env `WARDEN_TRUST_REFRESH_MS`). Scores are also saved on shutdown.
+    pub refresh_ms: u64,
+}
+
+impl Default for TrustSettings {
+    fn default() -> Self {
+        TrustSettings {
+            store: TrustStoreKind::File,
+            url: None,
+            schema: "warden_trust".to_owned(),
+            refresh_ms: 1000,
+        }
+    }
+}
+
+impl TrustSettings {
+    /// The sync interval.
+    pub fn refresh(&self) -> Duration {
+        Duration::from_millis(self.refresh_ms)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: &str| {
+            Err(ConfigError::Value {
+                field: format!("trust.{field}"),
+                message: message.to_owned(),
+            })
+        };
+        match (self.store, &self.url) {
+            (TrustStoreKind::Postgres, None) => {
+                return bad("url", "`store: postgres` needs a connection URL");
+            }
+            (TrustStoreKind::File, Some(_)) => {
+                return bad("url", "only meaningful with `store: postgres`");
+            }
+            _ => {}
+        }
+        if !(10..=3_600_000).contains(&self.refresh_ms) {
+            return bad("refresh_ms", "must be within 10..=3600000");
+        }
+        Ok(())
+    }
+}
+
 /// Request limits; every one exists so a slow or hostile client cannot hold resources.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -117,6 +184,7 @@ struct FileConfig {
     audit: Option<AuditStore>,
     limits: Option<Limits>,
     identity: Option<crate::identity::IdentityConfig>,
+    trust: Option<TrustSettings>,
 }
 
 /// The resolved configuration `warden serve` runs with.
@@ -143,6 +211,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Caller identity: when set, every decision needs a credential.
     pub identity: Option<crate::identity::IdentityConfig>,
+    /// Trust scores: store and sync interval.
+    pub trust: TrustSettings,
 }
 
 impl Default for ServerConfig {
@@ -158,6 +228,7 @@ impl Default for ServerConfig {
             audit: AuditStore::File,
             limits: Limits::default(),
             identity: None,
+            trust: TrustSettings::default(),
         }
     }
 }
@@ -260,7 +331,11 @@ impl ServerConfig {
             i.key = i.key.map(rel);
             self.identity = Some(i);
         }
-        self.check_limits()
+        if let Some(t) = f.trust {
+            self.trust = t;
+        }
+        self.check_limits()?;
+        self.trust.check()
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -292,7 +367,23 @@ impl ServerConfig {
             };
             self.audit = AuditStore::Postgres { url: u, schema };
         }
-        Ok(())
+        if let Some(u) = env("WARDEN_TRUST_URL") {
+            self.trust.store = TrustStoreKind::Postgres;
+            self.trust.url = Some(u);
+        }
+        if let Some(r) = env("WARDEN_TRUST_REFRESH_MS") {
+            self.trust.refresh_ms = r.parse().map_err(|e| ConfigError::Value {
+                field: "WARDEN_TRUST_REFRESH_MS".to_owned(),
+                message: format!("`{r}` is not a number of milliseconds ({e})"),
+            })?;
+        }
+        self.trust.check().map_err(|e| match e {
+            ConfigError::Value { message, .. } => ConfigError::Value {
+                field: "WARDEN_TRUST_*".to_owned(),
+                message,
+            },
+            other => other,
+        })
     }
 
     fn apply_flags(&mut self, flags: Overrides) -> Result<(), ConfigError> {
@@ -438,6 +529,44 @@ mod tests {
         assert!(ServerConfig::resolve(Some(&p), no_env, Overrides::default()).is_err());
         let (_d, p) = write("identity:\n  anchors:\n    - did: x\n      points: [nowhere]\n");
         assert!(ServerConfig::resolve(Some(&p), no_env, Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn trust_block_parses_strictly() {
+        let c = ServerConfig::resolve(None, no_env, Overrides::default()).unwrap();
+        assert_eq!(c.trust, TrustSettings::default());
+        let (_d, p) = write(
+            "trust: {store: postgres, url: 'postgres://127.0.0.1/test', schema: t1, refresh_ms: 250}\n",
+        );
+        let c = ServerConfig::resolve(Some(&p), no_env, Overrides::default()).unwrap();
+        assert_eq!(c.trust.store, TrustStoreKind::Postgres);
+        assert_eq!(c.trust.url.as_deref(), Some("postgres://127.0.0.1/test"));
+        assert_eq!(c.trust.schema, "t1");
+        assert_eq!(c.trust.refresh(), Duration::from_millis(250));
+        for text in [
+            "trust: {store: postgres}\n",
+            "trust: {store: redis}\n",
+            "trust: {url: 'postgres://x/y'}\n",
+            "trust: {refresh_ms: 0}\n",
+            "trust: {refresh: 5}\n",
+        ] {
+            let (_d, p) = write(text);
+            let e = ServerConfig::resolve(Some(&p), no_env, Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string().contains("trust") || e.to_string().contains("warden.yaml"),
+                "{text}: {e}"
+            );
+        }
+        let env = |k: &str| match k {
+            "WARDEN_TRUST_URL" => Some("postgres://127.0.0.1/x".to_owned()),
+            "WARDEN_TRUST_REFRESH_MS" => Some("5000".to_owned()),
+            _ => None,
+        };
+        let c = ServerConfig::resolve(None, env, Overrides::default()).unwrap();
+        assert_eq!(c.trust.store, TrustStoreKind::Postgres);
+        assert_eq!(c.trust.refresh_ms, 5000);
+        let env = |k: &str| (k == "WARDEN_TRUST_REFRESH_MS").then(|| "soon".to_owned());
+        assert!(ServerConfig::resolve(None, env, Overrides::default()).is_err());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use api::{OPENAPI, ROUTES};
 pub use auth::{AdminAuth, AuthError, MIN_TOKEN_LEN, TokenSource};
 pub use config::{
     AuditStore, ConfigError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Limits,
-    Overrides, ServerConfig, parse_durability,
+    Overrides, ServerConfig, TrustSettings, TrustStoreKind, parse_durability,
 };
 pub use identity::{
     AnchorConfig, IdentityConfig, IdentityService, IdentitySetupError, MAX_PENDING_CHALLENGES,
@@ -40,5 +40,5 @@ pub use identity::{
 pub use metrics::{MAX_TOOL_LABELS, Metrics};
 pub use pack::default_pack;
 pub use reload::{DEBOUNCE, PolicySource, ReloadError, Reloader};
-pub use serve::{DRAIN, MAX_CONNECTIONS, RunningServer, ServerError};
+pub use serve::{DRAIN, MAX_CONNECTIONS, RunningServer, ServerError, open_trust};
 pub use store::StoreError;

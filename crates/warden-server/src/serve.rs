@@ -3,7 +3,7 @@
 
 use crate::api::{AppState, router};
 use crate::auth::{AdminAuth, AuthError, TokenSource};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TrustSettings, TrustStoreKind};
 use crate::identity::{IdentityService, IdentitySetupError};
 use crate::metrics::Metrics;
 use crate::reload::{PolicySource, Reloader};
@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use warden_identity::trust::SyncHandle;
+use warden_identity::{IdentityError, TrustBook, TrustConfig};
 use warden_kernel::Kernel;
 use warden_policy::{PolicyHandle, PolicySet};
 
@@ -53,9 +55,45 @@ pub enum ServerError {
     /// The identity block is unusable (key file, anchors).
     #[error(transparent)]
     Identity(#[from] IdentitySetupError),
+    /// The trust store failed to open (unreachable, unreadable, corrupt).
+    #[error("trust store: {0}")]
+    Trust(#[from] IdentityError),
     /// A startup task failed.
     #[error("startup: {0}")]
     Startup(String),
+}
+
+/// Opens the configured trust book: `<data_dir>/trust.json` or the
+/// PostgreSQL table. Fails closed on a corrupt or unreachable store.
+pub fn open_trust(
+    settings: &TrustSettings,
+    data_dir: &std::path::Path,
+) -> Result<Arc<TrustBook>, IdentityError> {
+    match (settings.store, &settings.url) {
+        (TrustStoreKind::File, _) => {
+            std::fs::create_dir_all(data_dir).map_err(|e| IdentityError::KeyFile {
+                path: data_dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            Ok(Arc::new(TrustBook::open(data_dir, TrustConfig::default())?))
+        }
+        #[cfg(feature = "postgres")]
+        (TrustStoreKind::Postgres, Some(url)) => {
+            let store = warden_identity::trust_pg::PgTrustStore::open(url, &settings.schema)?;
+            Ok(Arc::new(TrustBook::with_store(
+                Box::new(store),
+                TrustConfig::default(),
+            )?))
+        }
+        #[cfg(feature = "postgres")]
+        (TrustStoreKind::Postgres, None) => Err(IdentityError::Malformed(
+            "trust.url: `store: postgres` needs a connection URL".to_owned(),
+        )),
+        #[cfg(not(feature = "postgres"))]
+        (TrustStoreKind::Postgres, _) => Err(IdentityError::Malformed(
+            "this binary was built without PostgreSQL support; rebuild with `--features postgres` or use `trust: {store: file}`".to_owned(),
+        )),
+    }
 }
 
 /// A running sidecar.
@@ -65,6 +103,8 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     _watcher: Option<notify::RecommendedWatcher>,
+    trust: Option<Arc<TrustBook>>,
+    trust_sync: Option<SyncHandle>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -81,6 +121,7 @@ struct Built {
     source: PolicySource,
     audit: AuditAccess,
     identity: Option<Arc<IdentityService>>,
+    trust: Option<Arc<TrustBook>>,
 }
 
 fn build_kernel(config: &ServerConfig) -> Result<Built, ServerError> {
@@ -104,11 +145,18 @@ fn build_kernel(config: &ServerConfig) -> Result<Built, ServerError> {
         }
         None => None,
     };
+    // After the audit sink is chosen: the feed wraps it.
+    let trust = open_trust(&config.trust, &config.data_dir)?;
+    builder = builder.trust_feed(
+        Arc::clone(&trust),
+        identity.as_ref().map(|i| Arc::clone(i.gate())),
+    );
     Ok(Built {
         kernel: Arc::new(builder.build()?),
         source,
         audit,
         identity,
+        trust: Some(trust),
     })
 }
 
@@ -151,6 +199,7 @@ impl RunningServer {
             source,
             audit,
             identity: None,
+            trust: None,
         };
         Self::listen(built, config).await
     }
@@ -161,6 +210,7 @@ impl RunningServer {
             source,
             audit,
             identity,
+            trust,
         } = built;
         let admin = match &config.admin_token {
             Some(t) => AdminAuth::from_token(t)?,
@@ -206,12 +256,20 @@ impl RunningServer {
         })?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
+        let trust_sync = match &trust {
+            Some(book) => Some(book.spawn_sync(config.trust.refresh(), |e| {
+                tracing::warn!(error = %e, "trust scores not saved; signals stay queued");
+            })?),
+            None => None,
+        };
         Ok(RunningServer {
             addr,
             state,
             stop,
             task,
             _watcher: watcher,
+            trust,
+            trust_sync,
         })
     }
 
@@ -235,21 +293,35 @@ impl RunningServer {
         self.state.identity.as_ref().map(|i| i.did().to_string())
     }
 
+    /// The trust book the kernel feeds (`None` for an attached kernel).
+    pub fn trust(&self) -> Option<&Arc<TrustBook>> {
+        self.trust.as_ref()
+    }
+
     /// Reloads the policy as `SIGHUP` does.
     pub fn reloader(&self) -> &Arc<Reloader> {
         &self.state.reloader
     }
 
     /// Stops accepting, lets in-flight requests finish (up to [`DRAIN`]) and
-    /// flushes the audit log, so every decision returned is durable.
-    pub async fn shutdown(self) -> Result<(), warden_kernel::KernelError> {
+    /// flushes the audit log, so every decision returned is durable, and
+    /// saves trust scores.
+    pub async fn shutdown(mut self) -> Result<(), warden_kernel::KernelError> {
         self.state.ready.store(false, Ordering::Release);
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
         let kernel = Arc::clone(&self.state.kernel);
-        tokio::task::spawn_blocking(move || kernel.flush())
-            .await
-            .map_err(|e| warden_kernel::KernelError::Audit(format!("flush task: {e}")))?
+        let sync = self.trust_sync.take();
+        tokio::task::spawn_blocking(move || {
+            // The kernel's flush saves the trust book too (its feed is a sink).
+            let flushed = kernel.flush();
+            if let Some(sync) = sync {
+                sync.stop();
+            }
+            flushed
+        })
+        .await
+        .map_err(|e| warden_kernel::KernelError::Audit(format!("flush task: {e}")))?
     }
 }
 

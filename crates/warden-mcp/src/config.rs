@@ -1,0 +1,312 @@
+//! `warden mcp --config gateway.yaml`: named upstream servers and the
+//! gateway's options in one file. Unknown keys are errors naming the file,
+//! line and column (a misspelt `prefix` must not silently expose a name).
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// A gateway configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Malformed YAML, an unknown key or an ill-typed value (the message
+    /// has the line and column), or a value that breaks a rule (the message
+    /// names the field).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+}
+
+/// Audit durability (`sync` or `batched`), as for `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigDurability {
+    /// Each decision waits for its record to reach the disk.
+    Sync,
+    /// Records are queued and flushed in batches.
+    Batched,
+}
+
+/// The gateway file. Relative paths are relative to the file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Policy files or directories (`--policy`).
+    #[serde(default)]
+    pub policy: Vec<PathBuf>,
+    /// Kill switch, audit log and tool pins (`--data-dir`).
+    pub data_dir: Option<PathBuf>,
+    /// Audit durability with `data_dir` (`--durability`).
+    pub durability: Option<ConfigDurability>,
+    /// The agent id calls are decided for (`--agent`).
+    pub agent: Option<String>,
+    /// Largest message accepted from either side (`--max-message-bytes`).
+    pub max_message_bytes: Option<usize>,
+    /// Longest wait for an approver (`--approval-wait-secs`).
+    pub approval_wait_secs: Option<u64>,
+    /// Where an HTTP gateway listens (`--listen`; one `url` server only).
+    pub listen: Option<String>,
+    /// Also serve the sidecar API here (`--api`; needs `data_dir`).
+    pub api: Option<String>,
+    /// The upstream servers, in order (at least one).
+    pub servers: Vec<UpstreamConfig>,
+}
+
+/// One named upstream: a stdio `command` or a Streamable HTTP `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name: the pins' and `context.mcp.server`'s label.
+    pub name: String,
+    /// The stdio server's program.
+    pub command: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables set for it (on top of the gateway's own).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Its working directory.
+    pub cwd: Option<PathBuf>,
+    /// A Streamable HTTP server's `http://` URL (instead of `command`).
+    pub url: Option<String>,
+    /// Prefix of this server's tool and prompt names as the client sees them.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl GatewayConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks `text`, read from `path` (which names errors and
+    /// anchors relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut c: GatewayConfig = serde_saphyr::from_str_with_options(
+            text,
+            serde_saphyr::options! { with_snippet: false },
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        c.policy.iter_mut().for_each(rel);
+        if let Some(d) = &mut c.data_dir {
+            rel(d);
+        }
+        if c.servers.is_empty() {
+            return Err(invalid("`servers` needs at least one server".to_owned()));
+        }
+        let mut names = HashSet::new();
+        for (i, s) in c.servers.iter_mut().enumerate() {
+            let field = |f: &str| format!("servers[{i}].{f}");
+            let ok_name = !s.name.is_empty()
+                && s.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !ok_name {
+                return Err(invalid(format!(
+                    "{}: `{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                    field("name"),
+                    s.name
+                )));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(invalid(format!(
+                    "{}: `{}` names two servers",
+                    field("name"),
+                    s.name
+                )));
+            }
+            match (&s.command, &s.url) {
+                (Some(c), None) if !c.is_empty() => {}
+                (None, Some(u)) if u.starts_with("http://") => {
+                    if !s.args.is_empty() || !s.env.is_empty() || s.cwd.is_some() {
+                        return Err(invalid(format!(
+                            "{}: `args`, `env` and `cwd` belong to a `command` server",
+                            field("url")
+                        )));
+                    }
+                }
+                (None, Some(u)) => {
+                    return Err(invalid(format!(
+                        "{}: `{u}` must be an http:// URL (TLS upstreams are not supported)",
+                        field("url")
+                    )));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "servers[{i}] (`{}`): needs exactly one of a non-empty `command` or `url`",
+                        s.name
+                    )));
+                }
+            }
+            if let Some(d) = &mut s.cwd {
+                rel(d);
+            }
+        }
+        if c.is_multi()
+            && let Some(s) = c.servers.iter().find(|s| s.url.is_some())
+        {
+            return Err(invalid(format!(
+                "server `{}`: a `url` server must be the only server, without `prefix` (the multi-upstream gateway runs stdio servers)",
+                s.name
+            )));
+        }
+        if c.listen.is_some() && c.servers.iter().all(|s| s.url.is_none()) {
+            return Err(invalid(
+                "`listen` applies to a `url` server only (stdio servers are served on stdio)"
+                    .to_owned(),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Whether this file runs the multi-upstream gateway (more than one
+    /// server, or a prefix) rather than the single-upstream pass-through.
+    pub fn is_multi(&self) -> bool {
+        self.servers.len() > 1 || self.servers.iter().any(|s| !s.prefix.is_empty())
+    }
+}
+
+impl UpstreamConfig {
+    /// The stdio command (`None` for a `url` server).
+    pub fn server_command(&self) -> Option<crate::ServerCommand> {
+        let program = self.command.as_ref()?;
+        let mut cmd =
+            crate::ServerCommand::new(program, self.args.iter().map(Into::into).collect());
+        cmd.env = self.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        cmd.cwd.clone_from(&self.cwd);
+        Some(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(text: &str) -> Result<GatewayConfig, String> {
+        GatewayConfig::parse(text, Path::new("/etc/warden/gateway.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn full_file_parses_with_relative_paths() {
+        let c = parse(
+            "policy: [policies]\ndata_dir: data\nagent: a\ndurability: batched\nservers:\n  - name: fs\n    command: npx\n    args: [-y, pkg]\n    env: {A: b}\n    cwd: work\n    prefix: fs_\n  - name: web\n    command: ./web\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy, vec![PathBuf::from("/etc/warden/policies")]);
+        assert_eq!(c.data_dir, Some(PathBuf::from("/etc/warden/data")));
+        assert_eq!(c.durability, Some(ConfigDurability::Batched));
+        assert!(c.is_multi());
+        let cmd = c.servers[0].server_command().unwrap();
+        assert_eq!(cmd.cwd, Some(PathBuf::from("/etc/warden/work")));
+        assert_eq!(cmd.env, vec![("A".into(), "b".into())]);
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_column() {
+        let e = parse("servers:\n  - name: fs\n    command: x\n    prefx: fs_\n").unwrap_err();
+        assert!(e.contains("gateway.yaml"), "{e}");
+        assert!(e.contains("prefx"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("column"), "{e}");
+        let e = parse("servers: []\nlisten2: x\n").unwrap_err();
+        assert!(e.contains("listen2") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_servers_are_refused() {
+        for (bad, needle) in [
+            ("servers: []\n", "at least one"),
+            ("policy: [p]\n", "servers"),
+            (
+                "servers:\n  - name: a\n    command: x\n  - name: a\n    command: y\n",
+                "servers[1].name",
+            ),
+            (
+                "servers:\n  - name: 'a b'\n    command: x\n",
+                "servers[0].name",
+            ),
+            ("servers:\n  - name: a\n", "exactly one"),
+            (
+                "servers:\n  - name: a\n    command: x\n    url: http://h/mcp\n",
+                "exactly one",
+            ),
+            ("servers:\n  - name: a\n    url: https://h/mcp\n", "http://"),
+            (
+                "servers:\n  - name: a\n    url: http://h/mcp\n    args: [x]\n",
+                "belong to",
+            ),
+            (
+                "servers:\n  - name: a\n    url: http://h/mcp\n  - name: b\n    command: x\n",
+                "only server",
+            ),
+            (
+                "listen: 127.0.0.1:1\nservers:\n  - name: a\n    command: x\n",
+                "listen",
+            ),
+            (
+                "durability: fast\nservers:\n  - name: a\n    command: x\n",
+                "line 1",
+            ),
+            (
+                "servers:\n  - name: a\n    command: x\n    args: x\n",
+                "line 4",
+            ),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/mcp.md");
+        let start = doc.find("# gateway.yaml").unwrap();
+        let block = &doc[start..];
+        let example = &block[..block.find("```").unwrap()];
+        let c = parse(example).unwrap();
+        assert_eq!(c.servers.len(), 2);
+        assert!(c.is_multi());
+        assert_eq!(c.servers[1].prefix, "ev_");
+        assert_eq!(c.agent.as_deref(), Some("my-agent"));
+        assert_eq!(c.api.as_deref(), Some("127.0.0.1:9000"));
+    }
+
+    #[test]
+    fn one_server_without_prefix_is_the_single_gateway() {
+        let c = parse(
+            "servers:\n  - name: web\n    url: http://127.0.0.1:1/mcp\nlisten: 127.0.0.1:2\n",
+        )
+        .unwrap();
+        assert!(!c.is_multi());
+        assert!(c.servers[0].server_command().is_none());
+    }
+}
