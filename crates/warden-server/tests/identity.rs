@@ -202,7 +202,11 @@ async fn sessions_from_the_http_handshake_authenticate_decisions() {
     // Change one character of the MAC to one it is not, away from the last
     // (whose low bits base64 may ignore).
     let at = credential.len() - 8;
-    let swap = if &credential[at..=at] == "A" { "B" } else { "A" };
+    let swap = if &credential[at..=at] == "A" {
+        "B"
+    } else {
+        "A"
+    };
     let forged = format!("{}{swap}{}", &credential[..at], &credential[at + 1..]);
     assert_ne!(forged, credential);
     let d = decide(
