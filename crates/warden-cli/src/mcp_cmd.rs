@@ -119,6 +119,7 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
                 |k| std::env::var(k).ok(),
                 warden_server::Overrides {
                     listen: Some(listen.clone()),
+                    unix_socket: None,
                     policy: args.policy.clone(),
                     data_dir: Some(dir.clone()),
                     durability: Some(args.durability.into_durability()),
