@@ -2,6 +2,7 @@
 //! log: one mutex-guarded state, a bounded queue with back-pressure (a full
 //! queue blocks the caller, nothing is dropped) and three condition variables.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::AuditError;
@@ -15,6 +16,9 @@ pub(crate) struct Shared<S> {
     pub(crate) space: Condvar,
     /// Signals appenders and flushers waiting for durability or a tree head.
     pub(crate) progress: Condvar,
+    /// A lock-free copy of the durable record count, for waiters the writer
+    /// wakes individually (they need not take the lock to see they are done).
+    pub(crate) durable: AtomicU64,
 }
 
 impl<S> Shared<S> {
@@ -24,6 +28,7 @@ impl<S> Shared<S> {
             work: Condvar::new(),
             space: Condvar::new(),
             progress: Condvar::new(),
+            durable: AtomicU64::new(0),
         }
     }
 

@@ -2,11 +2,13 @@
 //! bounded queue; the thread canonicalises, hashes, frames and appends them,
 //! fsyncs in groups and signs tree heads.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -117,8 +119,21 @@ struct State<R> {
     /// Queue length at which appenders wake a lingering writer.
     linger_wake: usize,
     full_waiters: usize,
+    /// Flushers waiting on `progress`.
     durable_waiters: usize,
+    /// `Sync` appenders waiting for their record, in index order: the writer
+    /// unparks exactly those its fsync covered (a shared condition variable
+    /// would wake every waiter, most of them to sleep again, and all of
+    /// them would then queue on the mutex).
+    sync_waiters: VecDeque<(u64, Thread)>,
     failed: Option<Arc<AuditError>>,
+}
+
+/// Unparks every `Sync` appender in `st` (the writer failed or stopped).
+fn unpark_all<R>(st: &mut State<R>) {
+    for (_, t) in st.sync_waiters.drain(..) {
+        t.unpark();
+    }
 }
 
 /// The append side of the audit log.
@@ -209,6 +224,7 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
             linger_wake: (config.queue_capacity.max(1) / 4).max(1),
             full_waiters: 0,
             durable_waiters: 0,
+            sync_waiters: VecDeque::new(),
             failed: None,
         };
         let shared = Arc::new(Shared::new(state));
@@ -229,6 +245,7 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
                             source: std::io::Error::other("writer thread panicked"),
                         })
                     });
+                    unpark_all(&mut st);
                     thread_shared.space.notify_all();
                     thread_shared.progress.notify_all();
                 }
@@ -282,14 +299,22 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
                 *spare = st.recycled.pop();
             }
         }
-        if self.durability == Durability::Sync {
-            while st.durable <= index {
+        if self.durability == Durability::Sync && st.durable <= index {
+            st.sync_waiters.push_back((index, std::thread::current()));
+            loop {
+                drop(st);
+                // A stale unpark token only costs one more turn of the loop.
+                std::thread::park();
+                if shared.durable.load(Ordering::Acquire) > index {
+                    return Ok(index);
+                }
+                st = shared.lock();
+                if st.durable > index {
+                    break;
+                }
                 if let Some(e) = &st.failed {
                     return Err(AuditError::WriterFailed(Arc::clone(e)));
                 }
-                st.durable_waiters += 1;
-                st = wait(&shared.progress, st);
-                st.durable_waiters -= 1;
             }
         }
         Ok(index)
@@ -419,6 +444,8 @@ struct Writer {
     linger: Duration,
     buf: Vec<u8>,
     canon: Canonicalizer,
+    /// Scratch for the appenders [`Writer::publish`] unparks.
+    woken: std::cell::RefCell<Vec<Thread>>,
     _lock: File,
 }
 
@@ -555,6 +582,7 @@ impl Writer {
             },
             buf: Vec::with_capacity(1 << 16),
             canon: Canonicalizer::new(),
+            woken: std::cell::RefCell::new(Vec::new()),
             _lock: lock,
         };
         if writer.seg_file.is_none() {
@@ -651,6 +679,7 @@ impl Writer {
             std::mem::swap(&mut st.recycled, spent);
         }
         st.durable = self.durable;
+        shared.durable.store(self.durable, Ordering::Release);
         st.signed = self.signed;
         st.latest_sth.clone_from(&self.latest_sth);
         if let Some(e) = failure.take() {
@@ -658,6 +687,7 @@ impl Writer {
         }
         if st.failed.is_some() {
             // Everyone blocked must see the failure.
+            unpark_all(&mut st);
             shared.space.notify_all();
             shared.progress.notify_all();
             return false;
@@ -665,7 +695,22 @@ impl Writer {
         if st.durable_waiters > 0 {
             shared.progress.notify_all();
         }
-        !(closing && st.queue.is_empty())
+        let mut woken = std::mem::take(&mut *self.woken.borrow_mut());
+        while let Some((index, _)) = st.sync_waiters.front()
+            && *index < st.durable
+        {
+            if let Some((_, t)) = st.sync_waiters.pop_front() {
+                woken.push(t);
+            }
+        }
+        let go_on = !(closing && st.queue.is_empty());
+        // Unparked after the lock is released, so the woken do not queue on it.
+        drop(st);
+        for t in woken.drain(..) {
+            t.unpark();
+        }
+        *self.woken.borrow_mut() = woken;
+        go_on
     }
 
     /// Serialises, frames and appends a batch, then fsyncs it.

@@ -48,6 +48,7 @@ pub(crate) fn run(time_ms: u64) -> Result<()> {
             |_| None,
             Overrides {
                 listen: Some("127.0.0.1:0".to_owned()),
+                unix_socket: Some(scratch.0.join("warden.sock")),
                 policy: vec![policy.clone()],
                 data_dir: Some(scratch.0.join("data")),
                 durability: Some(warden_audit::Durability::Batched),
@@ -55,12 +56,23 @@ pub(crate) fn run(time_ms: u64) -> Result<()> {
         )?;
         config.watch = false;
         let server = RunningServer::start(config).await?;
-        let addr = server.local_addr();
+        let tcp = Target::Tcp(server.local_addr());
+        let unix = Target::Unix(
+            server
+                .unix_socket()
+                .context("the bench server has no unix socket")?
+                .to_path_buf(),
+        );
         // Warm up connections and the policy, then measure.
-        let _ = load(addr, &body, Duration::from_millis(200), None).await?;
+        let _ = load(&tcp, &body, Duration::from_millis(200), None).await?;
         let time = Duration::from_millis(time_ms);
-        for (mode, rate) in [("saturated", None), ("paced", Some(PACED_RATE))] {
-            let (mut lat, elapsed) = load(addr, &body, time, rate).await?;
+        for (workload, target, mode, rate) in [
+            ("sidecar/decide", &tcp, "saturated", None),
+            ("sidecar/decide", &tcp, "paced", Some(PACED_RATE)),
+            ("sidecar/decide-unix", &unix, "saturated", None),
+            ("sidecar/decide-unix", &unix, "paced", Some(PACED_RATE)),
+        ] {
+            let (mut lat, elapsed) = load(target, &body, time, rate).await?;
             lat.sort_unstable();
             let pick = |q: f64| {
                 lat.get(((lat.len().saturating_sub(1)) as f64 * q) as usize)
@@ -68,7 +80,7 @@ pub(crate) fn run(time_ms: u64) -> Result<()> {
                     .unwrap_or(0)
             };
             let line = Line {
-                workload: "sidecar/decide",
+                workload,
                 mode,
                 median_ns: pick(0.5),
                 p99_ns: pick(0.99),
@@ -85,10 +97,36 @@ pub(crate) fn run(time_ms: u64) -> Result<()> {
     })
 }
 
+/// Where the load goes: loopback TCP or the Unix-domain socket.
+enum Target {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+/// A keep-alive HTTP/1 connection to `target`.
+async fn connect(target: &Target) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    async fn handshake<I>(io: I) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+    match target {
+        Target::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            handshake(stream).await
+        }
+        Target::Unix(path) => handshake(tokio::net::UnixStream::connect(path).await?).await,
+    }
+}
+
 /// Drives `CONNECTIONS` keep-alive connections for `time`, back to back or
 /// at `rate` requests/s in total; per-request latencies in ns.
 async fn load(
-    addr: std::net::SocketAddr,
+    target: &Target,
     body: &[u8],
     time: Duration,
     rate: Option<f64>,
@@ -125,12 +163,8 @@ async fn load(
     let mut tasks = Vec::with_capacity(CONNECTIONS);
     for mut paced in receivers {
         let body = Bytes::copy_from_slice(body);
+        let mut sender = connect(target).await?;
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
             let mut lat = Vec::new();
             while Instant::now() < end {
                 let req = hyper::Request::post("/v1/decide")

@@ -256,6 +256,7 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
                 |k| std::env::var(k).ok(),
                 warden_server::Overrides {
                     listen: Some(listen.clone()),
+                    unix_socket: None,
                     policy: r.policy.clone(),
                     data_dir: Some(dir.clone()),
                     durability: Some(r.durability),

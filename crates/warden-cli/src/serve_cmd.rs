@@ -14,6 +14,10 @@ pub(crate) struct ServeArgs {
     /// Listen address HOST:PORT (overrides config and WARDEN_LISTEN).
     #[arg(long)]
     listen: Option<String>,
+    /// Also serve the API on this Unix-domain socket (overrides config and
+    /// WARDEN_UNIX_SOCKET); same-host agents skip the TCP stack.
+    #[arg(long)]
+    unix_socket: Option<PathBuf>,
     /// Policy files or directories (repeatable; replaces the configured list).
     #[arg(long = "policy", short = 'p')]
     policy: Vec<PathBuf>,
@@ -29,6 +33,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8> {
     init_logging();
     let flags = Overrides {
         listen: args.listen,
+        unix_socket: args.unix_socket,
         policy: args.policy,
         data_dir: args.data_dir,
         durability: args
@@ -61,6 +66,9 @@ async fn serve(config: ServerConfig) -> Result<()> {
     let addr = server.local_addr();
     let set = server.kernel().policy();
     println!("warden serve: listening on http://{addr}");
+    if let Some(path) = server.unix_socket() {
+        println!("  unix:   {} (mode 0660)", path.display());
+    }
     println!(
         "  policy: {policy} ({} rules, default {}, {})",
         set.rules().len(),

@@ -176,6 +176,7 @@ impl Limits {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    unix_socket: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     policy: Option<Vec<PathBuf>>,
     durability: Option<String>,
@@ -192,6 +193,9 @@ struct FileConfig {
 pub struct ServerConfig {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Also serve the same API on this Unix-domain socket (same-host agents
+    /// skip the TCP stack; see docs/server.md).
+    pub unix_socket: Option<PathBuf>,
     /// Data directory: kill switch state, audit log (file store), keys, admin token.
     pub data_dir: PathBuf,
     /// Policy files/directories; empty means the built-in default pack.
@@ -219,6 +223,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            unix_socket: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             policy: Vec::new(),
             durability: Durability::Batched,
@@ -238,6 +243,8 @@ impl Default for ServerConfig {
 pub struct Overrides {
     /// `--listen`.
     pub listen: Option<String>,
+    /// `--unix-socket`.
+    pub unix_socket: Option<PathBuf>,
     /// `--policy` (repeatable; replaces the configured list).
     pub policy: Vec<PathBuf>,
     /// `--data-dir`.
@@ -306,6 +313,9 @@ impl ServerConfig {
         if let Some(l) = f.listen {
             self.listen = parse_listen("listen", &l)?;
         }
+        if let Some(u) = f.unix_socket {
+            self.unix_socket = Some(rel(u));
+        }
         if let Some(d) = f.data_dir {
             self.data_dir = rel(d);
         }
@@ -341,6 +351,9 @@ impl ServerConfig {
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(l) = env("WARDEN_LISTEN") {
             self.listen = parse_listen("WARDEN_LISTEN", &l)?;
+        }
+        if let Some(u) = env("WARDEN_UNIX_SOCKET") {
+            self.unix_socket = Some(PathBuf::from(u));
         }
         if let Some(d) = env("WARDEN_DATA_DIR") {
             self.data_dir = PathBuf::from(d);
@@ -389,6 +402,9 @@ impl ServerConfig {
     fn apply_flags(&mut self, flags: Overrides) -> Result<(), ConfigError> {
         if let Some(l) = flags.listen {
             self.listen = parse_listen("--listen", &l)?;
+        }
+        if let Some(u) = flags.unix_socket {
+            self.unix_socket = Some(u);
         }
         if !flags.policy.is_empty() {
             self.policy = flags.policy;
@@ -470,6 +486,7 @@ mod tests {
 
         let flags = Overrides {
             listen: Some("127.0.0.1:9002".to_owned()),
+            unix_socket: None,
             policy: vec![PathBuf::from("c")],
             data_dir: Some(PathBuf::from("d")),
             durability: Some(Durability::Batched),

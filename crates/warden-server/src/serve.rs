@@ -11,10 +11,12 @@ use crate::store::AuditAccess;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use warden_identity::trust::SyncHandle;
 use warden_identity::{IdentityError, TrustBook, TrustConfig};
@@ -45,6 +47,14 @@ pub enum ServerError {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// The Unix-domain socket could not be set up.
+    #[error("unix socket {}: {reason}", path.display())]
+    UnixSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// The policy watcher failed to start.
     #[error("watching policy files: {0}")]
@@ -99,6 +109,7 @@ pub fn open_trust(
 /// A running sidecar.
 pub struct RunningServer {
     addr: SocketAddr,
+    unix_socket: Option<PathBuf>,
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -254,8 +265,12 @@ impl RunningServer {
             addr: config.listen,
             source,
         })?;
+        let unix = match &config.unix_socket {
+            Some(path) => Some(bind_unix(path)?),
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
+        let task = tokio::spawn(accept_loop(listener, unix, Arc::clone(&state), stopped));
         let trust_sync = match &trust {
             Some(book) => Some(book.spawn_sync(config.trust.refresh(), |e| {
                 tracing::warn!(error = %e, "trust scores not saved; signals stay queued");
@@ -264,6 +279,7 @@ impl RunningServer {
         };
         Ok(RunningServer {
             addr,
+            unix_socket: config.unix_socket.clone(),
             state,
             stop,
             task,
@@ -276,6 +292,11 @@ impl RunningServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The Unix-domain socket the API is also served on, if configured.
+    pub fn unix_socket(&self) -> Option<&Path> {
+        self.unix_socket.as_deref()
     }
 
     /// Where the admin token is (for the startup banner).
@@ -310,6 +331,10 @@ impl RunningServer {
         self.state.ready.store(false, Ordering::Release);
         let _ = self.stop.send(true);
         let _ = (&mut self.task).await;
+        if let Some(path) = &self.unix_socket {
+            // Only ours: bind_unix refused to start over anything else.
+            let _ = std::fs::remove_file(path);
+        }
         let kernel = Arc::clone(&self.state.kernel);
         let sync = self.trust_sync.take();
         tokio::task::spawn_blocking(move || {
@@ -325,7 +350,41 @@ impl RunningServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+/// Binds the Unix-domain socket at `path` (mode 0660: the owner and its
+/// group, e.g. the agent's container sharing a volume). A socket file left
+/// by a server that is gone is replaced; a live server's socket or any other
+/// kind of file is never touched.
+fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let fail = |reason: String| ServerError::UnixSocket {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(fail("another server is listening on it".into()));
+            }
+            std::fs::remove_file(path).map_err(|e| fail(format!("removing stale socket: {e}")))?;
+        }
+        Ok(_) => return Err(fail("exists and is not a socket".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| fail(format!("setting mode 0660: {e}")))?;
+    Ok(listener)
+}
+
+/// Accepts from the TCP listener and the optional Unix-domain one, serving
+/// every connection with the same router, limits and graceful shutdown.
+async fn accept_loop(
+    listener: TcpListener,
+    unix: Option<UnixListener>,
+    state: Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+) {
     let app = router(Arc::clone(&state));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -341,29 +400,30 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watc
             },
             _ = stop.changed() => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning or exiting.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            a = listener.accept() => a.map(|(stream, peer)| {
+                let _ = stream.set_nodelay(true);
+                (Conn::Tcp(stream), peer.to_string())
+            }),
+            a = accept_unix(unix.as_ref()) => a.map(|(stream, _)| (Conn::Unix(stream), "unix".to_owned())),
             _ = stop.changed() => break,
         };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let (conn, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning or exiting.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-            drop(permit);
-        });
+        };
+        let service = TowerToHyperService::new(app.clone());
+        match conn {
+            Conn::Tcp(s) => serve(&http, &graceful, s, service, peer, permit),
+            Conn::Unix(s) => serve(&http, &graceful, s, service, peer, permit),
+        }
     }
+    drop(unix);
     drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
@@ -371,4 +431,45 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watc
     {
         tracing::warn!("connections still open after the drain period; closing them");
     }
+}
+
+/// An accepted connection of either listener.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Accepts on `unix`, or never resolves when there is none.
+async fn accept_unix(
+    unix: Option<&UnixListener>,
+) -> std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
+    match unix {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one connection until it closes or the server drains.
+fn serve<I, S>(
+    http: &hyper::server::conn::http1::Builder,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    io: I,
+    service: S,
+    peer: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+        drop(permit);
+    });
 }

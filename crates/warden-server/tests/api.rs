@@ -80,6 +80,7 @@ async fn start_with(limits: Limits) -> Harness {
         |_| None,
         Overrides {
             listen: Some("127.0.0.1:0".to_owned()),
+            unix_socket: None,
             policy: vec![pdir],
             data_dir: Some(dir.path().join("data")),
             durability: None,
@@ -857,6 +858,7 @@ async fn refuses_to_start_without_a_valid_policy_and_drains_on_shutdown() {
             |_| None,
             Overrides {
                 listen: Some("127.0.0.1:0".to_owned()),
+                unix_socket: None,
                 policy: vec![policy.clone()],
                 data_dir: Some(dir.path().join("data")),
                 durability: None,
@@ -942,6 +944,7 @@ async fn sync_durability_on_a_current_thread_runtime() {
         |_| None,
         Overrides {
             listen: Some("127.0.0.1:0".to_owned()),
+            unix_socket: None,
             policy: vec![pdir],
             data_dir: Some(dir.path().join("data")),
             durability: Some(warden_audit::Durability::Sync),

@@ -72,6 +72,7 @@ async fn start(dir: &tempfile::TempDir, identity: Option<IdentityConfig>) -> Run
         |_| None,
         Overrides {
             listen: Some("127.0.0.1:0".to_owned()),
+            unix_socket: None,
             policy: vec![policy],
             data_dir: Some(dir.path().join("data")),
             durability: None,
@@ -298,6 +299,7 @@ async fn without_identity_the_endpoints_say_so_and_bad_anchors_fail_startup() {
         |_| None,
         Overrides {
             listen: Some("127.0.0.1:0".to_owned()),
+            unix_socket: None,
             policy: vec![policy],
             data_dir: Some(dir.path().join("data")),
             durability: None,

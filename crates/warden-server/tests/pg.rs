@@ -56,6 +56,7 @@ async fn decisions_go_to_postgres_with_heads_and_proofs() {
         |_| None,
         Overrides {
             listen: Some("127.0.0.1:0".to_owned()),
+            unix_socket: None,
             policy: vec![policy],
             data_dir: Some(dir.path().join("data")),
             durability: None,

@@ -44,6 +44,7 @@ async fn start(dir: &Path, refresh_ms: u64) -> Result<RunningServer, warden_serv
         |_| None,
         Overrides {
             listen: Some("127.0.0.1:0".to_owned()),
+            unix_socket: None,
             policy: vec![pdir],
             data_dir: Some(dir.join("data")),
             durability: None,

@@ -35,6 +35,7 @@ async fn start(dir: &Path, schema: &str) -> RunningServer {
         |_| None,
         Overrides {
             listen: Some("127.0.0.1:0".to_owned()),
+            unix_socket: None,
             policy: vec![policy],
             data_dir: Some(dir.join("data")),
             durability: None,
