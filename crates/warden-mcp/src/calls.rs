@@ -118,6 +118,44 @@ pub(crate) fn is_notification_method(msg: &Value) -> bool {
         .is_some_and(|m| m.starts_with("notifications/"))
 }
 
+/// Checks one message from the client before any routing: `Ok` with the
+/// parsed message when it may go on, `Err(Some(line))` with the JSON-RPC
+/// error to answer (malformed JSON, a batch, not JSON-RPC), `Err(None)` when
+/// it is dropped (a notification outside `notifications/*`, logged here).
+pub(crate) fn screen_client(bytes: &[u8]) -> Result<Value, Option<Vec<u8>>> {
+    use crate::jsonrpc::{INVALID_REQUEST, Kind, PARSE_ERROR, classify, error_line};
+    let msg: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Some(error_line(
+            &Value::Null,
+            PARSE_ERROR,
+            &format!("invalid JSON: {e}"),
+        ))
+    })?;
+    if msg.is_array() {
+        return Err(Some(error_line(
+            &Value::Null,
+            INVALID_REQUEST,
+            "JSON-RPC batches are not part of MCP since 2025-06-18",
+        )));
+    }
+    match classify(&msg) {
+        Kind::Invalid(why) => {
+            let id = msg
+                .get("id")
+                .filter(|i| i.is_string() || i.is_i64() || i.is_u64())
+                .cloned()
+                .unwrap_or(Value::Null);
+            Err(Some(error_line(&id, INVALID_REQUEST, why)))
+        }
+        Kind::Notification if !is_notification_method(&msg) => {
+            // A `tools/call` without an id would reach a lenient server undecided.
+            eprintln!("warden mcp: dropped a client notification that is not `notifications/*`");
+            Err(None)
+        }
+        _ => Ok(msg),
+    }
+}
+
 /// Reasons for a server tool named like a gateway action.
 pub(crate) fn reserved(tool: &str) -> Vec<String> {
     vec![

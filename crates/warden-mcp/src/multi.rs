@@ -11,17 +11,15 @@
 //! (label = upstream name: pins, `context.mcp.server`), sharing one kernel.
 
 use crate::McpError;
-use crate::calls::{
-    CallInfo, ToolBook, call_target, checked_result, denial, is_notification_method, rewrite,
-};
+use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial, rewrite};
 use crate::conn::{Frame, OWN_ID_PREFIX, OWN_REQUEST_TIMEOUT, Restarts, ServerCommand, read_frame};
 use crate::gate::{
     Gated, Gateway, REASON_DUPLICATE_TOOL, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN,
     RESERVED_TOOLS,
 };
 use crate::jsonrpc::{
-    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, PARSE_ERROR, classify, error_line,
-    id_key, line, result_line, tool_error,
+    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, classify, error_line, id_key, line,
+    result_line, tool_error,
 };
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -699,39 +697,14 @@ impl Hub {
     }
 
     async fn on_client(self: &Arc<Self>, bytes: Vec<u8>) {
-        let msg: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                let text = format!("invalid JSON: {e}");
-                return self
-                    .send_client(error_line(&Value::Null, PARSE_ERROR, &text))
-                    .await;
-            }
+        let msg = match crate::calls::screen_client(&bytes) {
+            Ok(msg) => msg,
+            Err(Some(answer)) => return self.send_client(answer).await,
+            Err(None) => return,
         };
-        if msg.is_array() {
-            return self
-                .send_client(error_line(
-                    &Value::Null,
-                    INVALID_REQUEST,
-                    "JSON-RPC batches are not part of MCP since 2025-06-18",
-                ))
-                .await;
-        }
         match classify(&msg) {
-            Kind::Invalid(why) => {
-                let id = msg
-                    .get("id")
-                    .filter(|i| i.is_string() || i.is_i64() || i.is_u64())
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                self.send_client(error_line(&id, INVALID_REQUEST, why))
-                    .await;
-            }
-            Kind::Notification if !is_notification_method(&msg) => {
-                eprintln!(
-                    "warden mcp: dropped a client notification that is not `notifications/*`"
-                );
-            }
+            // Screened out above.
+            Kind::Invalid(_) => {}
             Kind::Notification => self.client_notification(msg, bytes).await,
             Kind::Response { id } => {
                 let target = lock(&self.st).to_client.remove(&id_key(id));
