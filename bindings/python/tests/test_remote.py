@@ -99,6 +99,57 @@ def test_same_interface_over_http(server: str) -> None:
         delete_file("/")
 
 
+def start_serve(args: list[str]) -> subprocess.Popen[str]:
+    """`warden serve` with `args`, returned once it prints where it listens."""
+    env = dict(os.environ, WARDEN_ADMIN_TOKEN=TOKEN)
+    proc = subprocess.Popen([str(warden_bin()), "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "unix:" in line:
+            break
+    else:
+        raise AssertionError("warden serve did not start")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc
+
+
+def test_unix_socket_keep_alive_and_server_restart(tmp_path: Path) -> None:
+    sock = tmp_path / "w.sock"
+    args = ["--listen", "127.0.0.1:0", "--unix-socket", str(sock), "-p", str(POLICY)]
+    proc = start_serve([*args, "--data-dir", str(tmp_path / "a")])
+    try:
+        k = warden.RemoteKernel(f"unix://{sock}", token=TOKEN)
+        assert k.healthy()
+        assert k.decide({"agent": "a", "tool": "get_weather"}).verdict == "allow"
+        first = k._local.conn.sock  # noqa: SLF001 - checks the connection is kept
+        assert k.decide({"agent": "a", "tool": "delete_file", "args": {"path": "/"}}).verdict == "deny"
+        assert k._local.conn.sock is first  # noqa: SLF001
+        k.kill(agent="rogue", reason="incident")
+        assert k.decide({"agent": "rogue", "tool": "get_weather"}).reasons[0] == "killed:agent"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert not sock.exists()
+    # The kept connection is dead now: with no server the decision is a deny...
+    d = k.decide({"agent": "a", "tool": "get_weather"})
+    assert d.verdict == "deny" and d.reasons[0] == "runtime_error:internal"
+    # ...and once a server is back on the socket, calls go through again.
+    proc = start_serve([*args, "--data-dir", str(tmp_path / "b")])
+    try:
+        assert k.decide({"agent": "a", "tool": "get_weather"}).verdict == "allow"
+        assert k.decide({"agent": "rogue", "tool": "get_weather"}).verdict == "allow"  # b has no kill
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_url_forms_are_checked() -> None:
+    for bad in ["ftp://x", "unix://relative.sock", "unix:relative.sock", "127.0.0.1:8080"]:
+        with pytest.raises(ValueError):
+            warden.RemoteKernel(bad)
+    assert repr(warden.RemoteKernel("unix:///run/w.sock")) == "RemoteKernel('unix:///run/w.sock')"
+
+
 def test_admin_calls_need_the_token(server: str) -> None:
     k = warden.RemoteKernel(server)
     with pytest.raises(warden.ApprovalError, match="401"):

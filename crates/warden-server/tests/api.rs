@@ -3,6 +3,8 @@
 //! slow clients, shutdown and the OpenAPI document.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
@@ -75,19 +77,7 @@ async fn start_with(limits: Limits) -> Harness {
     let pdir = dir.path().join("policy");
     std::fs::create_dir_all(&pdir).unwrap();
     std::fs::write(pdir.join("p.yaml"), POLICY).unwrap();
-    let mut config = ServerConfig::resolve(
-        None,
-        |_| None,
-        Overrides {
-            listen: Some("127.0.0.1:0".to_owned()),
-            unix_socket: None,
-            policy: vec![pdir],
-            data_dir: Some(dir.path().join("data")),
-            durability: None,
-        },
-    )
-    .unwrap();
-    config.admin_token = Some(TOKEN.to_owned());
+    let mut config = common::config(&pdir, &dir.path().join("data"));
     config.limits = limits;
     let server = RunningServer::start(config).await.unwrap();
     let addr = server.local_addr();
@@ -853,18 +843,7 @@ async fn refuses_to_start_without_a_valid_policy_and_drains_on_shutdown() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: warden.dev/v1\nkind: Policy\nname: x\n").unwrap();
     for policy in [bad, dir.path().join("missing")] {
-        let config = ServerConfig::resolve(
-            None,
-            |_| None,
-            Overrides {
-                listen: Some("127.0.0.1:0".to_owned()),
-                unix_socket: None,
-                policy: vec![policy.clone()],
-                data_dir: Some(dir.path().join("data")),
-                durability: None,
-            },
-        )
-        .unwrap();
+        let config = common::config(&policy, &dir.path().join("data"));
         let e = RunningServer::start(config).await.unwrap_err().to_string();
         assert!(
             e.contains(&policy.file_name().unwrap().to_string_lossy().into_owned()),

@@ -2,13 +2,15 @@
 //! credentials; decisions without a valid one are denied with `identity:` reasons.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use warden_identity::handshake::answer_challenge;
 use warden_identity::{Did, Identity};
-use warden_server::{AnchorConfig, IdentityConfig, Overrides, RunningServer, ServerConfig};
+use warden_server::{AnchorConfig, IdentityConfig, RunningServer};
 
 const POLICY: &str = "apiVersion: warden.dev/v1\nkind: Policy\nname: id\ndefault: deny\nrules:\n  - id: sql\n    tools: [\"sql.*\", \"tool.*\"]\n    effect: allow\n";
 
@@ -67,18 +69,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
 async fn start(dir: &tempfile::TempDir, identity: Option<IdentityConfig>) -> RunningServer {
     let policy = dir.path().join("p.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let mut config = ServerConfig::resolve(
-        None,
-        |_| None,
-        Overrides {
-            listen: Some("127.0.0.1:0".to_owned()),
-            unix_socket: None,
-            policy: vec![policy],
-            data_dir: Some(dir.path().join("data")),
-            durability: None,
-        },
-    )
-    .unwrap();
+    let mut config = common::config(&policy, &dir.path().join("data"));
     config.watch = false;
     config.identity = identity;
     RunningServer::start(config).await.unwrap()
@@ -294,18 +285,7 @@ async fn without_identity_the_endpoints_say_so_and_bad_anchors_fail_startup() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("p.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let mut config = ServerConfig::resolve(
-        None,
-        |_| None,
-        Overrides {
-            listen: Some("127.0.0.1:0".to_owned()),
-            unix_socket: None,
-            policy: vec![policy],
-            data_dir: Some(dir.path().join("data")),
-            durability: None,
-        },
-    )
-    .unwrap();
+    let mut config = common::config(&policy, &dir.path().join("data"));
     config.identity = Some(IdentityConfig {
         key: None,
         anchors: vec![AnchorConfig {

@@ -3,12 +3,14 @@
 #![cfg(feature = "postgres")]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use warden_audit::pg::{execute_sql, pg_verify};
-use warden_server::{AuditStore, Overrides, RunningServer, ServerConfig};
+use warden_server::{AuditStore, RunningServer};
 
 const URL: &str = "postgres://root@127.0.0.1:5432/test";
 
@@ -51,18 +53,7 @@ async fn decisions_go_to_postgres_with_heads_and_proofs() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("p.yaml");
     std::fs::write(&policy, "apiVersion: warden.dev/v1\nkind: Policy\nname: pg\ndefault: allow\nrules:\n  - id: no-rm\n    tools: [rm]\n    effect: deny\n").unwrap();
-    let mut config = ServerConfig::resolve(
-        None,
-        |_| None,
-        Overrides {
-            listen: Some("127.0.0.1:0".to_owned()),
-            unix_socket: None,
-            policy: vec![policy],
-            data_dir: Some(dir.path().join("data")),
-            durability: None,
-        },
-    )
-    .unwrap();
+    let mut config = common::config(&policy, &dir.path().join("data"));
     config.audit = AuditStore::Postgres {
         url: URL.to_owned(),
         schema: schema.clone(),

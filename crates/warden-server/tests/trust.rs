@@ -5,6 +5,8 @@
 //! stops startup with an error naming the file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
@@ -15,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use warden_identity::{Tier, TrustBook, TrustConfig, now_secs};
-use warden_server::{Overrides, RunningServer, ServerConfig};
+use warden_server::RunningServer;
 
 const POLICY: &str = r#"
 apiVersion: warden.dev/v1
@@ -39,19 +41,7 @@ async fn start(dir: &Path, refresh_ms: u64) -> Result<RunningServer, warden_serv
     let pdir = dir.join("policy");
     std::fs::create_dir_all(&pdir).unwrap();
     std::fs::write(pdir.join("p.yaml"), POLICY).unwrap();
-    let mut config = ServerConfig::resolve(
-        None,
-        |_| None,
-        Overrides {
-            listen: Some("127.0.0.1:0".to_owned()),
-            unix_socket: None,
-            policy: vec![pdir],
-            data_dir: Some(dir.join("data")),
-            durability: None,
-        },
-    )
-    .unwrap();
-    config.admin_token = Some("test-admin-token-0123456789".to_owned());
+    let mut config = common::config(&pdir, &dir.join("data"));
     config.watch = false;
     config.trust.refresh_ms = refresh_ms;
     RunningServer::start(config).await

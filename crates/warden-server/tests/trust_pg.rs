@@ -5,6 +5,8 @@
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
@@ -15,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use warden_identity::{TrustConfig, now_secs};
-use warden_server::{Overrides, RunningServer, ServerConfig, TrustStoreKind};
+use warden_server::{RunningServer, TrustStoreKind};
 
 fn url() -> String {
     std::env::var("WARDEN_TEST_PG_URL")
@@ -30,19 +32,7 @@ async fn start(dir: &Path, schema: &str) -> RunningServer {
         "apiVersion: warden.dev/v1\nkind: Policy\nname: t\ndefault: allow\nrules:\n  - id: no-rm\n    tools: [rm]\n    effect: deny\n",
     )
     .unwrap();
-    let mut config = ServerConfig::resolve(
-        None,
-        |_| None,
-        Overrides {
-            listen: Some("127.0.0.1:0".to_owned()),
-            unix_socket: None,
-            policy: vec![policy],
-            data_dir: Some(dir.join("data")),
-            durability: None,
-        },
-    )
-    .unwrap();
-    config.admin_token = Some("test-admin-token-0123456789".to_owned());
+    let mut config = common::config(&policy, &dir.join("data"));
     config.watch = false;
     config.trust.store = TrustStoreKind::Postgres;
     config.trust.url = Some(url());

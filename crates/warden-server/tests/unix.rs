@@ -3,6 +3,8 @@
 //! and removal on shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use hyper::body::Bytes;
@@ -31,19 +33,8 @@ rules:
 fn config(dir: &Path, socket: &Path) -> ServerConfig {
     let policy = dir.join("p.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let mut c = ServerConfig::resolve(
-        None,
-        |_| None,
-        Overrides {
-            listen: Some("127.0.0.1:0".to_owned()),
-            unix_socket: Some(socket.to_path_buf()),
-            policy: vec![policy],
-            data_dir: Some(dir.join("data")),
-            durability: None,
-        },
-    )
-    .unwrap();
-    c.admin_token = Some("test-admin-token-0123456789".to_owned());
+    let mut c = common::config(&policy, &dir.join("data"));
+    c.unix_socket = Some(socket.to_path_buf());
     c.watch = false;
     c
 }

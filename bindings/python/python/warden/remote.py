@@ -1,6 +1,8 @@
 """``warden.RemoteKernel``: the Kernel interface over HTTP to ``warden serve``.
 
-Standard library only (``urllib``). Fail closed: any network error, timeout,
+Standard library only (``http.client``), over TCP (``http://``, ``https://``)
+or a Unix-domain socket (``unix:///run/warden/warden.sock``, the server's
+``unix_socket``). Each thread keeps one keep-alive connection. Fail closed: any network error, timeout,
 non-2xx answer or malformed body from ``/v1/decide`` is a **deny** decision
 (first reason ``runtime_error:internal``), so ``govern()`` and the adapters
 raise/deny exactly as with an in-process kernel. Administrative calls
@@ -12,11 +14,13 @@ Not available remotely: ``audit_verify``/``audit_records`` (run
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
-import urllib.error
+import socket
+import threading
+import time
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +31,30 @@ __all__ = ["RemoteKernel"]
 #: Default wait requested from the server when ``decide_and_wait(timeout=None)``;
 #: the server caps it by its ``limits.max_wait_ms`` and the rule's own timeout.
 DEFAULT_WAIT_MS = 3_600_000
+
+
+#: A kept-alive connection idle longer than this is replaced before use: the
+#: server closes idle connections after its ``limits.header_timeout_ms``
+#: (5 s by default), and a request must not race that close.
+MAX_IDLE_S = 2.0
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a Unix-domain socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 class _HttpError(Exception):
@@ -49,11 +77,21 @@ class RemoteKernel:
 
     def __init__(self, url: str = "http://127.0.0.1:8080", token: str | None = None, timeout: float = 10.0) -> None:
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"url must be http(s)://host:port, not {url!r}")
-        self.url = url.rstrip("/")
+        if parsed.scheme == "unix":
+            # unix:///path/to.sock (or unix:/path/to.sock)
+            if not parsed.path.startswith("/") or parsed.netloc:
+                raise ValueError(f"url must be unix:///absolute/path.sock, not {url!r}")
+            self._unix: str | None = parsed.path
+            self.url = f"unix://{parsed.path}"
+        elif parsed.scheme in ("http", "https") and parsed.netloc:
+            self._unix = None
+            self.url = url.rstrip("/")
+        else:
+            raise ValueError(f"url must be http(s)://host:port or unix:///path.sock, not {url!r}")
+        self._parsed = parsed
         self.token = token
         self.timeout = timeout
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"RemoteKernel({self.url!r})"
@@ -68,20 +106,13 @@ class RemoteKernel:
             headers["content-type"] = "application/json"
         if admin and self.token:
             headers["authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:  # noqa: S310 - scheme checked
-                raw = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as e:
-            raw = e.read()
+        status, raw = self._exchange(method, path, data, headers, timeout or self.timeout)
+        if status >= 400:
             try:
                 err = json.loads(raw)
-                raise _HttpError(e.code, str(err.get("error", "http")), str(err.get("message", ""))) from None
+                raise _HttpError(status, str(err.get("error", "http")), str(err.get("message", ""))) from None
             except (ValueError, AttributeError):
-                raise _HttpError(e.code, "http", raw[:200].decode("utf-8", "replace")) from None
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            raise _HttpError(None, "unreachable", str(getattr(e, "reason", e))) from None
+                raise _HttpError(status, "http", raw[:200].decode("utf-8", "replace")) from None
         if not 200 <= status < 300:
             raise _HttpError(status, "http", raw[:200].decode("utf-8", "replace"))
         if status == 204 or not raw or not parse:
@@ -90,6 +121,55 @@ class RemoteKernel:
             return json.loads(raw)
         except ValueError as e:
             raise _HttpError(status, "malformed", f"answer is not JSON: {e}") from None
+
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection, and whether it was used before."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and time.monotonic() - self._local.used > MAX_IDLE_S:
+            conn.close()
+            conn = None
+        if conn is not None:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn, True
+        if self._unix is not None:
+            conn = _UnixConnection(self._unix, timeout)
+        elif self._parsed.scheme == "https":
+            conn = http.client.HTTPSConnection(self._parsed.netloc, timeout=timeout)
+        else:
+            conn = http.client.HTTPConnection(self._parsed.netloc, timeout=timeout)
+        self._local.conn = conn
+        return conn, False
+
+    def _exchange(self, method: str, path: str, data: bytes | None, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
+        prefix = self._parsed.path.rstrip("/") if self._unix is None else ""
+        for attempt in (0, 1):
+            conn, reused = self._connection(timeout)
+            try:
+                conn.request(method, prefix + path, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+                self._local.used = time.monotonic()
+                if resp.will_close:
+                    self._drop(conn)
+                return resp.status, raw
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                self._drop(conn)
+                # A kept-alive connection the server had already closed never
+                # carried this request: send it once more on a fresh one.
+                if reused and attempt == 0:
+                    continue
+                raise _HttpError(None, "unreachable", str(e)) from None
+            except (OSError, TimeoutError, http.client.HTTPException) as e:
+                self._drop(conn)
+                raise _HttpError(None, "unreachable", str(e)) from None
+        raise _HttpError(None, "unreachable", "no answer")
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
 
     @staticmethod
     def _body(action: Mapping[str, Any]) -> bytes:
