@@ -1,6 +1,6 @@
 //! `Kernel::decide`: the single chokepoint every action passes.
 
-use crate::record::{ActionBody, AuditEvent, AuditSink};
+use crate::record::{ActionBody, AuditEvent, AuditSink, DecisionTag};
 use crate::ring::{RingCheck, RingStage};
 use crate::stage::{KillStage, QuotaStage, Stage, StageOrder, Stop};
 use arc_swap::ArcSwap;
@@ -730,6 +730,7 @@ fn decision_record(
                 reasons: decision.reasons.clone(),
                 rule_ids: decision.rule_ids.clone(),
                 obligations: decision.obligations.clone(),
+                kind: DecisionTag::Decision,
             };
         }
     };
@@ -747,6 +748,7 @@ fn decision_record(
         session,
         tool,
         ts_ms,
+        kind: _,
         verdict,
     } = &mut event
     {

@@ -14,6 +14,6 @@ mod stage;
 
 pub use identity::{IdentityStage, TrustFeed};
 pub use kernel::{ArgsMode, DEFAULT_SLOT_TTL, Kernel, KernelBuilder, KernelError, Outcome};
-pub use record::{ActionBody, AuditEvent, AuditSink};
+pub use record::{ActionBody, AuditEvent, AuditSink, DecisionTag};
 pub use ring::RingStage;
 pub use stage::{KillStage, QuotaStage, Stage, StageOrder, Stop};

@@ -13,37 +13,6 @@ use warden_runtime::{KillTarget, Resolution};
 // `AuditSink::append_recycling`); boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 pub enum AuditEvent {
-    /// A decision. Fields are declared in RFC 8785 order (after the `type`
-    /// tag) so the canonical writer rarely has to reorder them.
-    Decision {
-        /// The arguments and context, hashed (`sha256:` over their canonical JSON)
-        /// or raw, depending on [`ArgsMode`](crate::ArgsMode).
-        action: ActionBody,
-        /// Agent id.
-        agent: String,
-        /// Decision id (UUIDv7).
-        decision_id: String,
-        /// Obligations.
-        obligations: Vec<Obligation>,
-        /// Intervention point.
-        point: Point,
-        /// The policy set that decided.
-        policy_hash: String,
-        /// Reasons.
-        reasons: Vec<String>,
-        /// Deciding rules.
-        rule_ids: Vec<String>,
-        /// Session id.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        session: Option<String>,
-        /// Tool.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tool: Option<String>,
-        /// Unix ms.
-        ts_ms: u64,
-        /// Verdict.
-        verdict: Verdict,
-    },
     /// The outcome of an executed action.
     Outcome {
         /// The decision it follows.
@@ -119,6 +88,53 @@ pub enum AuditEvent {
         /// Its names.
         names: Vec<String>,
     },
+    /// A decision. Fields are declared in RFC 8785 order, `type` included
+    /// (`kind`): serde would write an enum's tag first, and the canonical
+    /// writer would then re-sort every decision record (the commonest record
+    /// by far). Hence `untagged` here, which serde requires to be the last variant.
+    #[serde(untagged)]
+    Decision {
+        /// The arguments and context, hashed (`sha256:` over their canonical JSON)
+        /// or raw, depending on [`ArgsMode`](crate::ArgsMode).
+        action: ActionBody,
+        /// Agent id.
+        agent: String,
+        /// Decision id (UUIDv7).
+        decision_id: String,
+        /// Obligations.
+        obligations: Vec<Obligation>,
+        /// Intervention point.
+        point: Point,
+        /// The policy set that decided.
+        policy_hash: String,
+        /// Reasons.
+        reasons: Vec<String>,
+        /// Deciding rules.
+        rule_ids: Vec<String>,
+        /// Session id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        /// Tool.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+        /// Unix ms.
+        ts_ms: u64,
+        /// The record kind, serialised as `"type": "decision"`.
+        #[serde(rename = "type")]
+        kind: DecisionTag,
+        /// Verdict.
+        verdict: Verdict,
+    },
+}
+
+/// The `type` of a decision record: always `decision` (see
+/// [`AuditEvent::Decision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum DecisionTag {
+    /// `"decision"`.
+    #[default]
+    #[serde(rename = "decision")]
+    Decision,
 }
 
 /// The action's payload as recorded: by default only a digest, computed when

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use warden_core::{Obligation, Point, Verdict};
-use warden_kernel::{ActionBody, AuditEvent};
+use warden_kernel::{ActionBody, AuditEvent, DecisionTag};
 
 fn any_string() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -112,6 +112,7 @@ prop_compose! {
             session,
             tool,
             action: ActionBody { args, context, raw },
+            kind: DecisionTag::Decision,
             verdict,
             reasons,
             rule_ids,
@@ -155,7 +156,7 @@ proptest! {
         let v: Value = serde_json::from_slice(&fast(&AuditEvent::Decision {
             decision_id: "d".into(), ts_ms: 1, policy_hash: "p".into(), point: Point::PreToolCall,
             agent: "a".into(), session: None, tool: None, action: body,
-            verdict: Verdict::Allow, reasons: vec![], rule_ids: vec![], obligations: vec![],
+            kind: DecisionTag::Decision, verdict: Verdict::Allow, reasons: vec![], rule_ids: vec![], obligations: vec![],
         }).unwrap()).unwrap();
         prop_assert_eq!(v["action"]["digest"].as_str().unwrap(), expected.as_str());
     }
@@ -200,6 +201,7 @@ fn a_hashed_record_keeps_no_raw_arguments() {
             context: Map::new(),
             raw: false,
         },
+        kind: DecisionTag::Decision,
         verdict: Verdict::Deny,
         reasons: vec!["r".into()],
         rule_ids: vec!["x".into()],

@@ -294,6 +294,7 @@ impl Gateway {
             session: Some(session.to_owned()),
             tool: Some(tool.to_owned()),
             ts_ms: warden_runtime::now_ms(),
+            kind: warden_kernel::DecisionTag::Decision,
             verdict: Verdict::Deny,
         };
         if let Err(e) = self.kernel.record_event(event) {
