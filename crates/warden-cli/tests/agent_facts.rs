@@ -1,9 +1,11 @@
 //! Rings and agent facts in the policy tools: `warden check`, `warden policy test`, `warden policy explain`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
+mod common;
+
+use std::process::Output;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 const POLICY: &str = r#"apiVersion: warden.dev/v1
 kind: Policy
@@ -24,17 +26,7 @@ rings:
       elevate: {approvers: [secops], ttl: 5m}
 "#;
 
-fn warden(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
+use common::warden;
 
 fn text(o: &Output) -> String {
     format!(

@@ -1,9 +1,9 @@
 //! The `warden` binary end to end: exit codes, output forms, error messages.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 const POLICY: &str = r#"apiVersion: warden.dev/v1
 kind: Policy
@@ -27,18 +27,7 @@ rules:
     effect: allow
 "#;
 
-fn warden(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The binary may exit before reading stdin (e.g. a policy error): ignore EPIPE.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
+use common::warden;
 
 fn policy_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
