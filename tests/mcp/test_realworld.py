@@ -13,6 +13,9 @@ everything). Run: target/venv-mcp/bin/python tests/mcp/test_realworld.py
    everything (prefixed `ev_`) with a policy scoping writes on the
    filesystem upstream; then everything twice under two names, whose shared
    tool names are refused and audited (read back with `warden audit tail`).
+4. The same with everything reached over Streamable HTTP (a `url` server)
+   next to the stdio filesystem server, then the HTTP and a stdio
+   everything side by side, whose shared names are refused.
 """
 import asyncio
 import json
@@ -300,8 +303,11 @@ def gateway_file(tmp: Path, servers):
     lines = ["policy: [policy.yaml]", "data_dir: warden-data", "agent: multi-agent", "servers:"]
     for name, command, prefix in servers:
         lines.append(f"  - name: {name}")
-        lines.append(f"    command: {json.dumps(command[0])}")
-        lines.append(f"    args: {json.dumps(command[1:])}")
+        if isinstance(command, str):
+            lines.append(f"    url: {command}")
+        else:
+            lines.append(f"    command: {json.dumps(command[0])}")
+            lines.append(f"    args: {json.dumps(command[1:])}")
         if prefix:
             lines.append(f"    prefix: {prefix}")
     path = tmp / "gateway.yaml"
@@ -309,12 +315,8 @@ def gateway_file(tmp: Path, servers):
     return StdioServerParameters(command=WARDEN, args=["mcp", "--config", str(path)])
 
 
-async def multi(tmp: Path):
-    allowed, outside = tmp / "allowed", tmp / "outside"
-    allowed.mkdir()
-    outside.mkdir()
-    (tmp / "policy.yaml").write_text(MULTI_POLICY.format(allowed=allowed))
-    params = gateway_file(tmp, [("fs", FS_SERVER + [str(tmp)], None), ("everything", EVERYTHING, "ev_")])
+def client_callbacks():
+    """A sampling callback answering `sampled!` and a progress callback, both recording into `seen`."""
     seen = {"sampling": 0, "progress": []}
 
     async def sampling(ctx, p):
@@ -324,6 +326,17 @@ async def multi(tmp: Path):
 
     async def progress(p, total, message):
         seen["progress"].append(p)
+
+    return seen, sampling, progress
+
+
+async def multi(tmp: Path):
+    allowed, outside = tmp / "allowed", tmp / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (tmp / "policy.yaml").write_text(MULTI_POLICY.format(allowed=allowed))
+    params = gateway_file(tmp, [("fs", FS_SERVER + [str(tmp)], None), ("everything", EVERYTHING, "ev_")])
+    seen, sampling, progress = client_callbacks()
 
     async with stdio_client(params) as (r, w), ClientSession(r, w, sampling_callback=sampling) as s:
         init = await s.initialize()
@@ -381,6 +394,66 @@ async def multi(tmp: Path):
           "multi: duplicate refusal in `warden audit tail`")
 
 
+async def multi_http(tmp: Path):
+    """server-everything over Streamable HTTP as one upstream of `warden mcp --config`."""
+    allowed, outside = tmp / "allowed", tmp / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (tmp / "policy.yaml").write_text(MULTI_POLICY.format(allowed=allowed))
+    up = free_port()
+    server = subprocess.Popen(EVERYTHING[:2] + ["streamableHttp"], env={**os.environ, "PORT": str(up)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{up}/mcp"
+    seen, sampling, progress = client_callbacks()
+
+    try:
+        wait_port(up, server, "server-everything (streamableHttp)")
+        params = gateway_file(tmp, [("fs", FS_SERVER + [str(tmp)], None), ("ev-http", url, "ev_")])
+        async with stdio_client(params) as (r, w), ClientSession(r, w, sampling_callback=sampling) as s:
+            init = await s.initialize()
+            check(init.server_info.name == "warden-mcp-gateway", "multi-http: one endpoint")
+            names = {t.name for t in (await s.list_tools()).tools}
+            check({"write_file", "ev_echo", "ev_get-sum"} <= names, "multi-http: union of stdio and HTTP tools")
+            res = await s.call_tool("ev_echo", {"message": "over http ✓"})
+            check(not res.is_error and "over http ✓" in text_of(res), "multi-http: HTTP upstream's echo works")
+            res = await s.call_tool("ev_get-sum", {"a": 2, "b": 40})
+            check(not res.is_error and "42" in text_of(res), "multi-http: HTTP upstream's get-sum works")
+            res = await s.call_tool("write_file", {"path": str(outside / "b.txt"), "content": "x"})
+            check(res.is_error and not (outside / "b.txt").exists(), "multi-http: stdio fs write outside denied")
+            res = await s.call_tool("ev_trigger-long-running-operation", {"duration": 1, "steps": 3},
+                                    progress_callback=progress)
+            check(not res.is_error and len(seen["progress"]) >= 3, "multi-http: progress over SSE delivered")
+            if "ev_trigger-sampling-request" in names:
+                res = await s.call_tool("ev_trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
+                check(not res.is_error and seen["sampling"] == 1 and "sampled!" in text_of(res),
+                      "multi-http: sampling round trip with the HTTP upstream")
+            got = await s.get_prompt("ev_simple-prompt")
+            check(len(got.messages) >= 1, "multi-http: prompt routed to the HTTP upstream")
+            resources = [r for r in (await s.list_resources()).resources if str(r.uri).startswith("demo://")]
+            check(len(resources) > 0, "multi-http: HTTP upstream's resources listed")
+            if resources:
+                read = await s.read_resource(str(resources[0].uri))
+                check(len(read.contents) >= 1, "multi-http: resource read routed to the HTTP upstream")
+            await s.send_ping()
+
+        # The same server over HTTP and over stdio: the shared names are refused.
+        twin_dir = tmp / "twins"
+        twin_dir.mkdir()
+        (twin_dir / "policy.yaml").write_text(
+            "apiVersion: warden.dev/v1\nkind: Policy\nname: allow\ndefault: allow\nrules: []\n")
+        params = gateway_file(twin_dir, [("everything", EVERYTHING, None), ("ev-http", url, None)])
+        async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
+            await s.initialize()
+            names = {t.name for t in (await s.list_tools()).tools}
+            check("echo" not in names, "multi-http: tool offered over stdio and HTTP hidden")
+            res = await s.call_tool("echo", {"message": "which one?"})
+            check(res.is_error and "mcp:duplicate_tool" in text_of(res)
+                  and "everything, ev-http" in text_of(res), "multi-http: duplicated tool call refused")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 async def main():
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d).resolve()
@@ -392,6 +465,8 @@ async def main():
         await everything_http(tmp / "http")
         (tmp / "multi").mkdir()
         await multi(tmp / "multi")
+        (tmp / "multi-http").mkdir()
+        await multi_http(tmp / "multi-http")
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)
         sys.exit(1)

@@ -1,5 +1,6 @@
 //! `warden mcp`: the MCP gateway in front of a stdio MCP server, a
-//! Streamable HTTP server, or (`--config`) several named stdio servers.
+//! Streamable HTTP server, or (`--config`) several named stdio and
+//! Streamable HTTP servers.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -7,7 +8,9 @@ use std::ffi::OsString;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use warden_mcp::{Gateway, GatewayConfig, PinStore, ServerCommand, UpstreamSpec};
+use warden_mcp::{
+    Gateway, GatewayConfig, PinStore, ServerCommand, UpstreamSpec, UpstreamTransport,
+};
 
 /// `warden mcp` arguments.
 #[derive(clap::Args)]
@@ -46,8 +49,9 @@ pub(crate) struct McpArgs {
     /// stdio command); the gateway serves Streamable HTTP on --listen, same path.
     #[arg(long)]
     upstream: Option<String>,
-    /// Where the HTTP gateway listens (with --upstream, or a `url` server
-    /// in --config) [default: 127.0.0.1:8090].
+    /// Where the HTTP gateway listens (with --upstream, or a single `url`
+    /// server in --config; several servers are served on stdio)
+    /// [default: 127.0.0.1:8090].
     #[arg(long)]
     listen: Option<String>,
     /// Also serve the sidecar API (approvals, kill switch, audit head and
@@ -68,8 +72,8 @@ enum Mode {
     Stdio(ServerCommand),
     /// One Streamable HTTP server, served on `listen`.
     Http { url: String, listen: String },
-    /// Several named stdio servers: (name, prefix, command).
-    Multi(Vec<(String, String, ServerCommand)>),
+    /// Several named stdio or HTTP servers, served on stdio: (name, prefix, transport).
+    Multi(Vec<(String, String, UpstreamTransport)>),
 }
 
 /// The flags and the gateway file (if any) merged: flags win.
@@ -114,13 +118,10 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
         (Some(c), _) if c.is_multi() => {
             let mut servers = Vec::with_capacity(c.servers.len());
             for s in &c.servers {
-                let Some(cmd) = s.server_command() else {
-                    bail!(
-                        "server `{}`: the multi-upstream gateway runs stdio servers only",
-                        s.name
-                    );
+                let Some(transport) = s.transport() else {
+                    bail!("server `{}` has neither `command` nor `url`", s.name);
                 };
-                servers.push((s.name.clone(), s.prefix.clone(), cmd));
+                servers.push((s.name.clone(), s.prefix.clone(), transport));
             }
             let names: Vec<&str> = c.servers.iter().map(|s| s.name.as_str()).collect();
             (names.join(", "), Mode::Multi(servers))
@@ -163,8 +164,14 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
             )
         }
     };
-    if listen.is_some() && !matches!(mode, Mode::Http { .. }) {
-        bail!("--listen applies to an HTTP upstream (--upstream, or a `url` server)");
+    match mode {
+        Mode::Multi(_) if listen.is_some() => bail!(
+            "--listen applies to a single HTTP upstream; several servers (or a `prefix`) are served on stdio"
+        ),
+        Mode::Stdio(_) if listen.is_some() => {
+            bail!("--listen applies to an HTTP upstream (--upstream, or a `url` server)")
+        }
+        _ => {}
     }
     Ok(Resolved {
         policy,
@@ -310,9 +317,9 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
             );
             let specs = servers
                 .into_iter()
-                .map(|(name, prefix, command)| UpstreamSpec {
+                .map(|(name, prefix, transport)| UpstreamSpec {
                     gateway: gateway(&name),
-                    command,
+                    transport,
                     prefix,
                 })
                 .collect();

@@ -1,6 +1,7 @@
 //! `warden mcp --config gateway.yaml`: several named stdio servers behind one
 //! gateway; a duplicated tool name is refused, and every refusal is in the
-//! audit log that `warden audit tail` prints.
+//! audit log that `warden audit tail` prints. A Streamable HTTP server
+//! (tests/fixtures/http_server.py) mixes with a stdio one.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{Value, json};
@@ -16,12 +17,64 @@ fn fixture() -> String {
     )
 }
 
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Client {
     child: std::process::Child,
     out: BufReader<std::process::ChildStdout>,
 }
 
 impl Client {
+    /// `warden mcp --config DIR/gateway.yaml` on a pipe, initialized.
+    fn start(d: &std::path::Path) -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["mcp", "--config", d.join("gateway.yaml").to_str().unwrap()])
+            .current_dir(d)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut c = Client { child, out };
+        let r = c.rpc(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "cli-test", "version": "1"}}}),
+        );
+        assert_eq!(
+            r["result"]["serverInfo"]["name"], "warden-mcp-gateway",
+            "{r}"
+        );
+        assert_eq!(r["result"]["protocolVersion"], "2025-06-18", "{r}");
+        let input = c.child.stdin.as_mut().unwrap();
+        writeln!(
+            input,
+            "{}",
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        )
+        .unwrap();
+        c
+    }
+
+    fn tool_names(&mut self) -> Vec<String> {
+        let r = self.rpc(json!({"jsonrpc": "2.0", "id": "list", "method": "tools/list"}));
+        r["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     fn rpc(&mut self, msg: Value) -> Value {
         let id = msg["id"].clone();
         let input = self.child.stdin.as_mut().unwrap();
@@ -61,37 +114,13 @@ fn config_file_gateway_routes_refuses_duplicates_and_audits_every_refusal() {
     );
     std::fs::write(d.join("gateway.yaml"), config).unwrap();
     let warden = env!("CARGO_BIN_EXE_warden");
-    let mut child = Command::new(warden)
-        .args(["mcp", "--config", d.join("gateway.yaml").to_str().unwrap()])
-        .current_dir(d)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let mut c = Client { child, out };
-    let r = c.rpc(
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "cli-test", "version": "1"}}}),
-    );
-    assert_eq!(
-        r["result"]["serverInfo"]["name"], "warden-mcp-gateway",
-        "{r}"
-    );
-    let r = c.rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
-    let names: Vec<&str> = r["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let mut c = Client::start(d);
+    let names = c.tool_names();
     // a and twin offer the same tools: none of them is shown; b's are, prefixed.
-    assert!(!names.contains(&"echo"), "{names:?}");
-    assert!(names.contains(&"b_echo"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "echo"), "{names:?}");
+    assert!(names.iter().any(|n| n == "b_echo"), "{names:?}");
     // b's write_file is shown: the rule denying it has a condition.
-    assert!(names.contains(&"b_write_file"), "{names:?}");
+    assert!(names.iter().any(|n| n == "b_write_file"), "{names:?}");
     let r = c.rpc(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "echo", "arguments": {"text": "x"}}}));
     assert_eq!(r["result"]["isError"], true, "{r}");
@@ -145,6 +174,75 @@ fn config_file_gateway_routes_refuses_duplicates_and_audits_every_refusal() {
 }
 
 #[test]
+fn config_file_mixes_an_http_upstream_with_a_stdio_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut http = Killed(
+        Command::new("python3")
+            .arg(format!(
+                "{}/../warden-mcp/tests/fixtures/http_server.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .arg(d.join("web.log"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    BufReader::new(http.0.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    std::fs::write(
+        d.join("p.yaml"),
+        "apiVersion: warden.dev/v1\nkind: Policy\nname: mixed\ndefault: allow\nrules:\n  - id: web-no-blocked\n    tools: [echo]\n    when: context.mcp.server == \"web\" && args.text == \"blocked\"\n    effect: deny\n    reason: the web server may not echo that\n",
+    )
+    .unwrap();
+    let config = format!(
+        "policy: [p.yaml]\nservers:\n  - name: a\n    command: python3\n    args: [{}, a.log]\n  - name: web\n    url: http://127.0.0.1:{port}/mcp\n    prefix: w_\n",
+        fixture()
+    );
+    std::fs::write(d.join("gateway.yaml"), config).unwrap();
+    let mut c = Client::start(d);
+    let names = c.tool_names();
+    assert!(
+        names.iter().any(|n| n == "echo") && names.iter().any(|n| n == "w_echo"),
+        "{names:?}"
+    );
+    let r = c.rpc(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "w_echo", "arguments": {"text": "over http"}}}));
+    assert_eq!(text(&r), "http:over http", "{r}");
+    let r = c.rpc(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "w_echo", "arguments": {"text": "blocked"}}}));
+    assert!(text(&r).contains("the web server may not echo that"), "{r}");
+    let r = c.rpc(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "blocked"}}}));
+    assert_eq!(text(&r), r#"{"text": "blocked"}"#, "{r}");
+    drop(c.child.stdin.take());
+    assert!(c.child.wait().unwrap().success());
+
+    let log: Vec<Value> = std::fs::read_to_string(d.join("web.log"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let calls: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["msg"]["method"] == "tools/call")
+        .collect();
+    // Only the allowed call arrived, under the server's own name and the session.
+    assert_eq!(calls.len(), 1, "{log:?}");
+    assert_eq!(calls[0]["msg"]["params"]["name"], "echo");
+    assert_eq!(calls[0]["session"], "py-1");
+    assert!(
+        log.iter()
+            .any(|e| e["msg"]["method"] == "notifications/initialized")
+    );
+    // The gateway ended the session on its way out.
+    assert_eq!(log.last().unwrap(), &json!({"delete": "py-1"}), "{log:?}");
+}
+
+#[test]
 fn bad_gateway_files_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.yaml");
@@ -162,6 +260,30 @@ fn bad_gateway_files_name_file_and_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("gateway.yaml") && err.contains("prefx") && err.contains("line 5"),
+        "{err}"
+    );
+    // Several servers are served on stdio: --listen is refused, saying so.
+    let multi = dir.path().join("multi.yaml");
+    std::fs::write(
+        &multi,
+        "policy: [p.yaml]\nservers:\n  - name: a\n    command: x\n  - name: web\n    url: http://127.0.0.1:1/mcp\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "mcp",
+            "--config",
+            multi.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--listen") && err.contains("served on stdio"),
         "{err}"
     );
     // The config file and a server command are mutually exclusive.

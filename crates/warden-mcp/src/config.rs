@@ -56,7 +56,7 @@ pub struct GatewayConfig {
     pub max_message_bytes: Option<usize>,
     /// Longest wait for an approver (`--approval-wait-secs`).
     pub approval_wait_secs: Option<u64>,
-    /// Where an HTTP gateway listens (`--listen`; one `url` server only).
+    /// Where an HTTP gateway listens (`--listen`; a single `url` server without `prefix` only).
     pub listen: Option<String>,
     /// Also serve the sidecar API here (`--api`; needs `data_dir`).
     pub api: Option<String>,
@@ -170,13 +170,11 @@ impl GatewayConfig {
                 rel(d);
             }
         }
-        if c.is_multi()
-            && let Some(s) = c.servers.iter().find(|s| s.url.is_some())
-        {
-            return Err(invalid(format!(
-                "server `{}`: a `url` server must be the only server, without `prefix` (the multi-upstream gateway runs stdio servers)",
-                s.name
-            )));
+        if c.listen.is_some() && c.is_multi() {
+            return Err(invalid(
+                "`listen` applies to a single `url` server without `prefix`; several servers (or a prefix) are served on stdio"
+                    .to_owned(),
+            ));
         }
         if c.listen.is_some() && c.servers.iter().all(|s| s.url.is_none()) {
             return Err(invalid(
@@ -195,6 +193,16 @@ impl GatewayConfig {
 }
 
 impl UpstreamConfig {
+    /// How the multi-upstream gateway reaches this server (`None` only for
+    /// a server with neither `command` nor `url`, which [`GatewayConfig::parse`] refuses).
+    pub fn transport(&self) -> Option<crate::UpstreamTransport> {
+        match (self.server_command(), &self.url) {
+            (Some(cmd), _) => Some(crate::UpstreamTransport::Stdio(cmd)),
+            (None, Some(url)) => Some(crate::UpstreamTransport::Http(url.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// The stdio command (`None` for a `url` server).
     pub fn server_command(&self) -> Option<crate::ServerCommand> {
         let program = self.command.as_ref()?;
@@ -265,8 +273,12 @@ mod tests {
                 "belong to",
             ),
             (
-                "servers:\n  - name: a\n    url: http://h/mcp\n  - name: b\n    command: x\n",
-                "only server",
+                "listen: 127.0.0.1:1\nservers:\n  - name: a\n    url: http://h/mcp\n  - name: b\n    command: x\n",
+                "several servers",
+            ),
+            (
+                "listen: 127.0.0.1:1\nservers:\n  - name: a\n    url: http://h/mcp\n    prefix: a_\n",
+                "several servers",
             ),
             (
                 "listen: 127.0.0.1:1\nservers:\n  - name: a\n    command: x\n",
@@ -293,11 +305,35 @@ mod tests {
         let block = &doc[start..];
         let example = &block[..block.find("```").unwrap()];
         let c = parse(example).unwrap();
-        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.servers.len(), 3);
         assert!(c.is_multi());
         assert_eq!(c.servers[1].prefix, "ev_");
+        assert!(matches!(
+            c.servers[2].transport(),
+            Some(crate::UpstreamTransport::Http(_))
+        ));
         assert_eq!(c.agent.as_deref(), Some("my-agent"));
         assert_eq!(c.api.as_deref(), Some("127.0.0.1:9000"));
+    }
+
+    #[test]
+    fn url_servers_mix_with_command_servers_in_multi_mode() {
+        let c = parse(
+            "servers:\n  - name: web\n    url: http://127.0.0.1:1/mcp\n  - name: fs\n    command: x\n",
+        )
+        .unwrap();
+        assert!(c.is_multi());
+        assert!(matches!(
+            c.servers[0].transport(),
+            Some(crate::UpstreamTransport::Http(u)) if u == "http://127.0.0.1:1/mcp"
+        ));
+        assert!(matches!(
+            c.servers[1].transport(),
+            Some(crate::UpstreamTransport::Stdio(_))
+        ));
+        let c = parse("servers:\n  - name: web\n    url: http://127.0.0.1:1/mcp\n    prefix: w_\n")
+            .unwrap();
+        assert!(c.is_multi());
     }
 
     #[test]

@@ -13,11 +13,13 @@ use crate::calls::{
     CallInfo, INTERCEPTED, ToolBook, call_target, checked_result, denial, is_notification_method,
     reserved, rewrite,
 };
+use crate::conn::OWN_ID_PREFIX;
 use crate::gate::{Gated, Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
 use crate::jsonrpc::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, PARSE_ERROR, classify, error_line,
     id_key, result_line, tool_error,
 };
+use crate::sse::{SseSplitter, event_json, event_with, is_json, is_sse};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -38,7 +40,6 @@ pub const HEADER_MISMATCH: i64 = -32001;
 /// Sessions whose tool books are kept; beyond it all are forgotten (calls
 /// then re-list, so forgetting is safe).
 const MAX_SESSIONS: usize = 10_000;
-const OWN_ID_PREFIX: &str = "warden-gw-";
 /// Headers not forwarded (hop-by-hop, or set by the HTTP client).
 const HOP: [&str; 9] = [
     "host",
@@ -73,14 +74,7 @@ pub async fn serve_http(
     upstream: &str,
     listener: tokio::net::TcpListener,
 ) -> Result<(), McpError> {
-    let uri: hyper::Uri = upstream
-        .parse()
-        .map_err(|e| McpError::Upstream(format!("invalid upstream URL `{upstream}`: {e}")))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(McpError::Upstream(format!(
-            "upstream `{upstream}` must be an http:// URL (TLS upstreams are not supported)"
-        )));
-    }
+    let uri = upstream_uri(upstream).map_err(McpError::Upstream)?;
     let path = uri.path().to_owned();
     let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let state = Arc::new(Http {
@@ -95,6 +89,19 @@ pub async fn serve_http(
         .with_state(state);
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// `url` as an upstream endpoint: `http://` with a host (there is no TLS client).
+pub(crate) fn upstream_uri(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!(
+            "upstream `{url}` must be an http:// URL (TLS upstreams are not supported)"
+        ));
+    }
+    Ok(uri)
 }
 
 fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response<Body> {
@@ -272,76 +279,6 @@ async fn delete(State(h): State<Arc<Http>>, headers: HeaderMap) -> Response<Body
             &format!("{REASON_UPSTREAM_DOWN}: {e}"),
         ),
     }
-}
-
-fn is_sse(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"))
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
-}
-
-/// Splits an SSE byte stream into whole events (each with its blank-line terminator).
-#[derive(Default)]
-struct SseSplitter {
-    buf: Vec<u8>,
-}
-
-impl SseSplitter {
-    fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
-        self.buf.extend_from_slice(data);
-        let mut out = Vec::new();
-        loop {
-            let end = find(&self.buf, b"\n\n")
-                .map(|i| i + 2)
-                .into_iter()
-                .chain(find(&self.buf, b"\r\n\r\n").map(|i| i + 4))
-                .min();
-            let Some(end) = end else { return out };
-            out.push(self.buf.drain(..end).collect());
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The JSON message an SSE event carries in its `data:` lines, if any.
-fn event_json(event: &[u8]) -> Option<Value> {
-    let text = std::str::from_utf8(event).ok()?;
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    if data.is_empty() {
-        return None;
-    }
-    serde_json::from_str(&data.join("\n")).ok()
-}
-
-/// The event with its data replaced by `msg` (other fields kept).
-fn event_with(event: &[u8], msg: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(event);
-    let mut out = Vec::with_capacity(msg.len() + 64);
-    for l in text.lines() {
-        if !l.is_empty() && !l.starts_with("data:") {
-            out.extend_from_slice(l.as_bytes());
-            out.push(b'\n');
-        }
-    }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(msg.strip_suffix(b"\n").unwrap_or(msg));
-    out.extend_from_slice(b"\n\n");
-    out
 }
 
 impl Http {

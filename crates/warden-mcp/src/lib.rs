@@ -16,7 +16,8 @@
 //! decisions ([`Gateway::refuse`]).
 //!
 //! [`serve_multi_stdio`] puts one endpoint in front of several named stdio
-//! servers (`warden mcp --config`, [`GatewayConfig`]): lists aggregated,
+//! or Streamable HTTP servers (`warden mcp --config`, [`GatewayConfig`],
+//! [`UpstreamTransport`]): lists aggregated,
 //! requests routed by tool, prompt or resource with ids mapped both ways,
 //! names offered twice refused. docs/mcp.md has the full mapping.
 
@@ -29,6 +30,8 @@ mod http;
 pub mod jsonrpc;
 mod multi;
 mod pins;
+mod sse;
+mod upstream_http;
 
 pub use config::{ConfigDurability, ConfigError, GatewayConfig, UpstreamConfig};
 pub use conn::{INITIAL_BACKOFF, MAX_BACKOFF, ServerCommand, serve_own_stdio, serve_stdio};
@@ -41,6 +44,6 @@ pub use gate::{
 pub use http::{HEADER_MISMATCH, serve_http};
 pub use multi::{
     REASON_AMBIGUOUS, REASON_UNKNOWN_PROMPT, REASON_UNKNOWN_RESOURCE, UpstreamSpec,
-    serve_multi_stdio,
+    UpstreamTransport, serve_multi_stdio,
 };
 pub use pins::{PIN_FILE, PinCheck, PinStore, tool_digest};

@@ -1,5 +1,6 @@
 //! One MCP endpoint (newline-delimited JSON-RPC, as on stdio) in front of
-//! several named stdio MCP servers.
+//! several named MCP servers, each run on stdio or reached over Streamable
+//! HTTP ([`UpstreamTransport`]).
 //!
 //! Unlike the single-upstream gateway, nothing passes byte-for-byte: every
 //! client request is routed to the upstream that owns its target under a
@@ -9,6 +10,12 @@
 //! never routed to either: it is hidden and its calls are refused
 //! (`mcp:duplicate_tool`, audited). Each upstream has its own [`Gateway`]
 //! (label = upstream name: pins, `context.mcp.server`), sharing one kernel.
+//!
+//! The transport is the only difference between upstreams: a stdio server
+//! process or an HTTP session (upstream_http.rs) takes the messages the hub
+//! writes and feeds what the server sends into the same handler, and going
+//! down (a process exiting, an HTTP upstream failing) ends a generation the
+//! same way, so routing, policy, pins and restarts do not know which it is.
 
 use crate::McpError;
 use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial, rewrite};
@@ -21,6 +28,7 @@ use crate::jsonrpc::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, classify, error_line, id_key, line,
     result_line, tool_error,
 };
+use crate::upstream_http::{HttpUpstream, Inbound, Sink};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,11 +53,32 @@ pub struct UpstreamSpec {
     /// The gateway deciding this upstream's calls; its server label is the
     /// upstream's name (pins, `context.mcp.server`).
     pub gateway: Arc<Gateway>,
-    /// The stdio server to run.
-    pub command: ServerCommand,
+    /// How the upstream is reached.
+    pub transport: UpstreamTransport,
     /// Prefix added to this upstream's tool and prompt names as the client
     /// sees them (`""`: none). Policy still sees the server's own names.
     pub prefix: String,
+}
+
+/// How the gateway reaches one upstream.
+#[derive(Debug, Clone)]
+pub enum UpstreamTransport {
+    /// A stdio server the gateway runs (and restarts).
+    Stdio(ServerCommand),
+    /// A Streamable HTTP server at this `http://` endpoint URL.
+    Http(String),
+}
+
+impl From<ServerCommand> for UpstreamTransport {
+    fn from(cmd: ServerCommand) -> Self {
+        UpstreamTransport::Stdio(cmd)
+    }
+}
+
+/// An upstream's transport, ready to start sessions.
+enum Transport {
+    Stdio(ServerCommand),
+    Http(Arc<HttpUpstream>),
 }
 
 /// Where an exposed name (tool or prompt) goes.
@@ -90,7 +119,7 @@ struct Up {
     name: String,
     prefix: String,
     gw: Arc<Gateway>,
-    cmd: ServerCommand,
+    transport: Transport,
     st: Mutex<UpState>,
     restart: tokio::sync::Mutex<()>,
 }
@@ -168,11 +197,18 @@ where
                 "upstream names must be unique and non-empty (`{name}`)"
             )));
         }
+        let transport = match spec.transport {
+            UpstreamTransport::Stdio(cmd) => Transport::Stdio(cmd),
+            UpstreamTransport::Http(url) => Transport::Http(Arc::new(
+                HttpUpstream::new(&url, max)
+                    .map_err(|e| McpError::Upstream(format!("upstream `{name}`: {e}")))?,
+            )),
+        };
         ups.push(Up {
             name,
             prefix: spec.prefix,
             gw: spec.gateway,
-            cmd: spec.command,
+            transport,
             st: Mutex::new(UpState {
                 proc: None,
                 generation: 0,
@@ -315,51 +351,77 @@ impl Hub {
         Value::String(format!("{prefix}{n}"))
     }
 
-    /// Starts upstream `i` (next generation) with its reader and writer tasks.
+    /// Starts upstream `i` (next generation): a server process with its
+    /// reader and writer tasks, or an HTTP session.
     fn spawn_upstream(self: &Arc<Self>, i: usize) -> Result<(), String> {
         let up = &self.ups[i];
-        let mut child = up.cmd.spawn()?;
-        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err("server stdio not captured".to_owned());
-        };
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-        tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                if stdin.write_all(&bytes).await.is_err() || stdin.flush().await.is_err() {
-                    break;
-                }
-            }
-        });
-        let generation = {
+        let next_generation = || {
             let mut st = lock(&up.st);
             st.generation += 1;
             st.generation
         };
-        let me = Arc::clone(self);
-        let max = self.max;
-        let reader = tokio::spawn(async move {
-            let mut out = BufReader::with_capacity(64 * 1024, stdout);
-            loop {
-                match read_frame(&mut out, max).await {
-                    Ok(Frame::Line(l)) => me.on_server(i, l, generation).await,
-                    Ok(Frame::Oversize) => {
-                        eprintln!(
-                            "warden mcp: upstream `{}` sent a message over {max} bytes; stopping it",
-                            me.ups[i].name
-                        );
-                        break;
+        let (tx, generation, reader) = match &up.transport {
+            Transport::Stdio(cmd) => {
+                let mut child = cmd.spawn()?;
+                let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take())
+                else {
+                    return Err("server stdio not captured".to_owned());
+                };
+                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+                tokio::spawn(async move {
+                    while let Some(bytes) = rx.recv().await {
+                        if stdin.write_all(&bytes).await.is_err() || stdin.flush().await.is_err() {
+                            break;
+                        }
                     }
-                    Ok(Frame::Eof) | Err(_) => break,
-                }
+                });
+                let generation = next_generation();
+                let me = Arc::clone(self);
+                let max = self.max;
+                let reader = tokio::spawn(async move {
+                    let mut out = BufReader::with_capacity(64 * 1024, stdout);
+                    loop {
+                        match read_frame(&mut out, max).await {
+                            Ok(Frame::Line(l)) => me.on_server(i, l, generation).await,
+                            Ok(Frame::Oversize) => {
+                                eprintln!(
+                                    "warden mcp: upstream `{}` sent a message over {max} bytes; stopping it",
+                                    me.ups[i].name
+                                );
+                                break;
+                            }
+                            Ok(Frame::Eof) | Err(_) => break,
+                        }
+                    }
+                    if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                        .await
+                        .is_err()
+                    {
+                        let _ = child.kill().await;
+                    }
+                    me.on_upstream_exit(i, generation).await;
+                });
+                (tx, generation, reader)
             }
-            if tokio::time::timeout(Duration::from_secs(2), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
+            Transport::Http(http) => {
+                let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
+                let generation = next_generation();
+                let me = Arc::clone(self);
+                let sink = Arc::new(UpSink {
+                    hub: Arc::clone(self),
+                    i,
+                    generation,
+                });
+                let session = Arc::clone(http).session(rx, sink);
+                let reader = tokio::spawn(async move {
+                    if let Err(e) = session.await {
+                        eprintln!("warden mcp: upstream `{}` is down: {e}", me.ups[i].name);
+                    }
+                    me.on_upstream_exit(i, generation).await;
+                });
+                (tx, generation, reader)
             }
-            me.on_upstream_exit(i, generation).await;
-        });
+        };
         let mut st = lock(&up.st);
         st.proc = Some(Proc {
             tx,
@@ -477,21 +539,64 @@ impl Hub {
             up.name
         );
         for f in failed {
-            let bytes = match &f.call {
-                Some(call) => {
-                    up.gw.outcome(
-                        &call.decision_id,
-                        Some(text.clone()),
-                        call.started.elapsed(),
-                    );
-                    if call.method == "tools/call" {
-                        result_line(&f.client_id, tool_error(&text))
-                    } else {
-                        error_line(&f.client_id, INTERNAL_ERROR, &text)
-                    }
+            let bytes = self.failed_answer(i, &f.client_id, &f.call, &text);
+            self.send_client(bytes).await;
+        }
+    }
+
+    /// The answer to a forwarded request that upstream `i` will not answer
+    /// (its outcome recorded): an `isError` result for `tools/call`, else `-32603`.
+    fn failed_answer(
+        &self,
+        i: usize,
+        client_id: &Value,
+        call: &Option<CallInfo>,
+        text: &str,
+    ) -> Vec<u8> {
+        match call {
+            Some(c) => {
+                self.ups[i]
+                    .gw
+                    .outcome(&c.decision_id, Some(text.to_owned()), c.started.elapsed());
+                if c.method == "tools/call" {
+                    result_line(client_id, tool_error(text))
+                } else {
+                    error_line(client_id, INTERNAL_ERROR, text)
                 }
-                None => error_line(&f.client_id, INTERNAL_ERROR, &text),
-            };
+            }
+            None => error_line(client_id, INTERNAL_ERROR, text),
+        }
+    }
+
+    /// Upstream `i` of `generation` will not answer request `id` (an HTTP
+    /// POST that ended without its answer): whoever waits gets an error.
+    async fn unanswered(&self, i: usize, generation: u64, id: &Value, why: &str) {
+        let key = id_key(id);
+        let text = format!(
+            "{REASON_UPSTREAM_DOWN}: upstream `{}`: {why}",
+            self.ups[i].name
+        );
+        let (own, fwd) = {
+            let mut st = lock(&self.st);
+            match st.own.get(&key) {
+                Some((u, _)) if *u == i => (st.own.remove(&key).map(|(_, w)| w), None),
+                _ => match st.fwd.get(&key) {
+                    Some(f) if f.up == i && f.generation == generation => {
+                        let f = st.fwd.remove(&key);
+                        if let Some(f) = &f {
+                            st.by_client.remove(&id_key(&f.client_id));
+                        }
+                        (None, f)
+                    }
+                    _ => (None, None),
+                },
+            }
+        };
+        if let Some(w) = own {
+            let _ = w.send(Err(why.to_owned()));
+        }
+        if let Some(f) = fwd {
+            let bytes = self.failed_answer(i, &f.client_id, &f.call, &text);
             self.send_client(bytes).await;
         }
     }
@@ -638,7 +743,8 @@ impl Hub {
 
     /// Lists every upstream's tools (all pages) and rebuilds the routes;
     /// returns the tools the client sees.
-    async fn list_tools(self: &Arc<Self>, meta: Option<Value>) -> Vec<Value> {
+    /// Also returns the names of the upstreams that could not be listed.
+    async fn list_tools(self: &Arc<Self>, meta: Option<Value>) -> (Vec<Value>, Vec<String>) {
         let lists = self
             .each(move |hub, i| {
                 let meta = meta.clone();
@@ -646,14 +752,18 @@ impl Hub {
             })
             .await;
         let mut shown = Vec::new();
+        let mut unlisted = Vec::new();
         for (i, list) in lists.into_iter().enumerate() {
             match list {
                 Ok(tools) => shown.extend(tools.into_iter().map(|t| (i, t))),
-                Err(e) => eprintln!("warden mcp: {e}"),
+                Err(e) => {
+                    eprintln!("warden mcp: {e}");
+                    unlisted.push(self.ups[i].name.clone());
+                }
             }
         }
         self.rebuild_routes(false);
-        shown
+        let shown = shown
             .into_iter()
             .filter_map(|(i, mut t)| {
                 let name = t.get("name").and_then(Value::as_str)?.to_owned();
@@ -666,7 +776,8 @@ impl Hub {
                     _ => None,
                 }
             })
-            .collect()
+            .collect();
+        (shown, unlisted)
     }
 
     /// Rebuilds the exposed-name routes from every upstream's last listing.
@@ -780,7 +891,7 @@ impl Hub {
                     "the gateway returns every item on one page; there is no next cursor",
                 )
             }
-            "tools/list" => result_line(&id, json!({"tools": self.list_tools(meta).await})),
+            "tools/list" => result_line(&id, json!({"tools": self.list_tools(meta).await.0})),
             "prompts/list" => result_line(&id, json!({"prompts": self.list_prompts(meta).await})),
             "resources/list" => {
                 let r = self.list_resources(meta, false).await;
@@ -1030,20 +1141,36 @@ impl Hub {
             Some(Route::One(i, _)) => lock(&hub.ups[i].st).tools_fresh,
             _ => false,
         };
+        let mut unlisted = Vec::new();
         if !fresh(self) {
             // Not listed since a start, a restart or a list change: list
             // first, so pins and duplicates are checked.
-            self.list_tools(meta).await;
+            unlisted = self.list_tools(meta).await.1;
         }
         match self.tool_route(&exposed) {
-            None => Err((
-                None,
-                exposed.clone(),
-                vec![
-                    REASON_UNKNOWN_TOOL.to_owned(),
-                    format!("no upstream MCP server lists a tool named `{exposed}`"),
-                ],
-            )),
+            None => {
+                // An upstream that could not be listed may own the name:
+                // say it is unavailable rather than that the tool does not exist.
+                let reasons = if unlisted.is_empty() {
+                    vec![
+                        REASON_UNKNOWN_TOOL.to_owned(),
+                        format!("no upstream MCP server lists a tool named `{exposed}`"),
+                    ]
+                } else {
+                    vec![
+                        REASON_UPSTREAM_DOWN.to_owned(),
+                        format!(
+                            "no available upstream lists a tool named `{exposed}`, and {} could not be listed",
+                            unlisted
+                                .iter()
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ]
+                };
+                Err((None, exposed.clone(), reasons))
+            }
             Some(Route::Dup(servers)) => Err((
                 None,
                 exposed.clone(),
@@ -1280,19 +1407,8 @@ impl Hub {
         client_id: Value,
         call: Option<CallInfo>,
     ) {
-        let fail = |call: &Option<CallInfo>, text: &str| match call {
-            Some(c) => {
-                self.ups[i]
-                    .gw
-                    .outcome(&c.decision_id, Some(text.to_owned()), c.started.elapsed());
-                if c.method == "tools/call" {
-                    result_line(&client_id, tool_error(text))
-                } else {
-                    error_line(&client_id, INTERNAL_ERROR, text)
-                }
-            }
-            None => error_line(&client_id, INTERNAL_ERROR, text),
-        };
+        let fail =
+            |call: &Option<CallInfo>, text: &str| self.failed_answer(i, &client_id, call, text);
         let (tx, generation) = match self.running(i).await {
             Ok(u) => u,
             Err(e) => return self.send_client(fail(&call, &e)).await,
@@ -1329,17 +1445,19 @@ impl Hub {
         }
     }
 
+    /// One line from a stdio server.
     async fn on_server(self: &Arc<Self>, i: usize, bytes: Vec<u8>, generation: u64) {
-        let mut msg: Value = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) if v.is_object() => v,
-            _ => {
-                eprintln!(
-                    "warden mcp: dropped a malformed message from upstream `{}`",
-                    self.ups[i].name
-                );
-                return;
-            }
-        };
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) if v.is_object() => self.on_message(i, v, generation).await,
+            _ => eprintln!(
+                "warden mcp: dropped a malformed message from upstream `{}`",
+                self.ups[i].name
+            ),
+        }
+    }
+
+    /// One message from upstream `i` of `generation`, whatever its transport.
+    async fn on_message(self: &Arc<Self>, i: usize, mut msg: Value, generation: u64) {
         match classify(&msg) {
             Kind::Response { id } => {
                 let key = id_key(id);
@@ -1430,6 +1548,26 @@ impl Hub {
                     "warden mcp: dropped an invalid message from upstream `{}`: {why}",
                     self.ups[i].name
                 );
+            }
+        }
+    }
+}
+
+/// Feeds an HTTP session's messages to the hub, as the stdio reader does.
+struct UpSink {
+    hub: Arc<Hub>,
+    i: usize,
+    generation: u64,
+}
+
+impl Sink for UpSink {
+    async fn deliver(&self, inbound: Inbound) {
+        match inbound {
+            Inbound::Message(m) => self.hub.on_message(self.i, m, self.generation).await,
+            Inbound::Unanswered { id, why } => {
+                self.hub
+                    .unanswered(self.i, self.generation, &id, &why)
+                    .await;
             }
         }
     }

@@ -3,27 +3,18 @@
 //! every message it receives.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Capture;
+
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
-use warden_kernel::{AuditEvent, AuditSink, Kernel};
+use warden_kernel::{AuditEvent, Kernel};
 use warden_mcp::{Gateway, ServerCommand, serve_stdio};
 use warden_policy::{PolicyHandle, PolicySet};
-
-#[derive(Default)]
-struct Capture(Mutex<Vec<AuditEvent>>);
-
-impl AuditSink for Capture {
-    fn append(&self, event: AuditEvent) -> Result<(), String> {
-        self.0.lock().unwrap().push(event);
-        Ok(())
-    }
-    fn flush(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 const BASE: &str = r#"
 apiVersion: warden.dev/v1

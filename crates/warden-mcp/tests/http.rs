@@ -3,6 +3,10 @@
 //! progress notification first. The server counts the calls it receives.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Capture;
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use http_body_util::{BodyExt as _, Full};
@@ -11,22 +15,9 @@ use hyper_util::client::legacy::Client;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use warden_kernel::{AuditEvent, AuditSink, Kernel};
+use warden_kernel::{AuditEvent, Kernel};
 use warden_mcp::{Gateway, HEADER_MISMATCH, serve_http};
 use warden_policy::{PolicyHandle, PolicySet};
-
-#[derive(Default)]
-struct Capture(std::sync::Mutex<Vec<AuditEvent>>);
-
-impl AuditSink for Capture {
-    fn append(&self, event: AuditEvent) -> Result<(), String> {
-        self.0.lock().unwrap().push(event);
-        Ok(())
-    }
-    fn flush(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 const POLICY: &str = r#"
 apiVersion: warden.dev/v1

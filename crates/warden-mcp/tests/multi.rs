@@ -3,28 +3,15 @@
 //! (tests/fixtures/scripted_server.py), each logging what it receives.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{Capture, Harness, fixture, kernel, scripted, text};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
-use warden_core::Verdict;
-use warden_kernel::{AuditEvent, AuditSink, Kernel};
-use warden_mcp::{Gateway, PinStore, ServerCommand, UpstreamSpec, serve_multi_stdio};
+use warden_kernel::Kernel;
+use warden_mcp::{Gateway, PinStore, ServerCommand, UpstreamSpec};
 use warden_policy::{PolicyHandle, PolicySet};
-
-#[derive(Default)]
-struct Capture(Mutex<Vec<AuditEvent>>);
-
-impl AuditSink for Capture {
-    fn append(&self, event: AuditEvent) -> Result<(), String> {
-        self.0.lock().unwrap().push(event);
-        Ok(())
-    }
-    fn flush(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 const POLICY: &str = r#"
 apiVersion: warden.dev/v1
@@ -46,61 +33,26 @@ rules:
 /// One upstream: name, gateway prefix, scripted-server options.
 type Up<'a> = (&'a str, &'a str, &'a [&'a str]);
 
-struct Harness {
-    w: WriteHalf<DuplexStream>,
-    r: BufReader<ReadHalf<DuplexStream>>,
-    logs: Vec<PathBuf>,
-    events: Arc<Capture>,
-    notes: Vec<Value>,
-    _dir: tempfile::TempDir,
-}
-
-fn fixture() -> String {
-    format!(
-        "{}/tests/fixtures/scripted_server.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 async fn start(ups: &[Up<'_>]) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let events = Arc::new(Capture::default());
-    let kernel = Arc::new(
-        Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(POLICY).unwrap()))
-            .audit(events.clone())
-            .build()
-            .unwrap(),
-    );
+    let kernel = kernel(POLICY, &events);
     let pins = Arc::new(PinStore::in_memory());
     let mut logs = Vec::new();
     let mut specs = Vec::new();
     for (name, prefix, opts) in ups {
-        let log = dir.path().join(format!("{name}.log"));
-        let mut args = vec![fixture().into(), log.clone().into_os_string()];
-        args.push(format!("--srv={name}").into());
-        args.extend(opts.iter().map(Into::into));
+        let (cmd, log) = scripted(dir.path(), name, opts);
         specs.push(UpstreamSpec {
             gateway: Arc::new(
                 Gateway::new(Arc::clone(&kernel), "agent-1", *name)
                     .with_shared_pins(Arc::clone(&pins)),
             ),
-            command: ServerCommand::new("python3", args),
+            transport: cmd.into(),
             prefix: (*prefix).to_owned(),
         });
         logs.push(log);
     }
-    let (client, gateway_side) = tokio::io::duplex(1 << 20);
-    let (gr, gw_w) = tokio::io::split(gateway_side);
-    tokio::spawn(serve_multi_stdio(specs, gr, gw_w));
-    let (r, w) = tokio::io::split(client);
-    Harness {
-        w,
-        r: BufReader::new(r),
-        logs,
-        events,
-        notes: Vec::new(),
-        _dir: dir,
-    }
+    Harness::connect(specs, logs, events, dir)
 }
 
 async fn started(ups: &[Up<'_>]) -> Harness {
@@ -111,118 +63,6 @@ async fn started(ups: &[Up<'_>]) -> Harness {
         "{r}"
     );
     h
-}
-
-impl Harness {
-    async fn send(&mut self, msg: Value) {
-        self.w.write_all(msg.to_string().as_bytes()).await.unwrap();
-        self.w.write_all(b"\n").await.unwrap();
-        self.w.flush().await.unwrap();
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).await.unwrap();
-        self.w.write_all(b"\n").await.unwrap();
-        self.w.flush().await.unwrap();
-    }
-
-    async fn read(&mut self) -> Value {
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(20), self.r.read_line(&mut line))
-            .await
-            .expect("no message from the gateway within 20 s")
-            .unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-    }
-
-    /// Sends a request and returns its response (other messages go to `notes`).
-    async fn rpc(&mut self, msg: Value) -> Value {
-        let id = msg["id"].clone();
-        self.send(msg).await;
-        self.until_response(&id).await
-    }
-
-    async fn until_response(&mut self, id: &Value) -> Value {
-        loop {
-            let m = self.read().await;
-            if m.get("id") == Some(id) && m.get("method").is_none() {
-                return m;
-            }
-            self.notes.push(m);
-        }
-    }
-
-    async fn initialize(&mut self) -> Value {
-        let r = self
-            .rpc(
-                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-06-18", "capabilities": {"sampling": {}},
-                "clientInfo": {"name": "test", "version": "1"}}}),
-            )
-            .await;
-        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await;
-        r
-    }
-
-    async fn list(&mut self, method: &str, key: &str, field: &str) -> Vec<String> {
-        let r = self
-            .rpc(json!({"jsonrpc": "2.0", "id": "list", "method": method, "params": {}}))
-            .await;
-        r["result"][key]
-            .as_array()
-            .unwrap_or_else(|| panic!("{r}"))
-            .iter()
-            .map(|t| t[field].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    async fn tools(&mut self) -> Vec<String> {
-        self.list("tools/list", "tools", "name").await
-    }
-
-    async fn call(&mut self, id: Value, tool: &str, args: Value) -> Value {
-        self.rpc(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": args}}))
-            .await
-    }
-
-    /// Messages upstream `i` received.
-    fn upstream(&self, i: usize) -> Vec<Value> {
-        std::fs::read_to_string(&self.logs[i])
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn calls(&self, i: usize, method: &str) -> Vec<Value> {
-        self.upstream(i)
-            .into_iter()
-            .filter(|m| m["method"] == method)
-            .collect()
-    }
-
-    /// Deny decisions recorded for `tool` whose first reason is `reason`.
-    fn refusals(&self, tool: &str, reason: &str) -> usize {
-        self.events
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| {
-                matches!(e, AuditEvent::Decision { tool: Some(t), verdict: Verdict::Deny, reasons, .. }
-                    if t == tool && reasons.first().is_some_and(|r| r == reason))
-            })
-            .count()
-    }
-}
-
-fn text(r: &Value) -> String {
-    r["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -517,27 +357,18 @@ async fn an_upstream_that_cannot_start_does_not_stop_the_others() {
     let specs = vec![
         UpstreamSpec {
             gateway: Arc::new(Gateway::new(Arc::clone(&kernel), "x", "a")),
-            command: ServerCommand::new("python3", vec![fixture().into(), log.into_os_string()]),
+            transport: ServerCommand::new("python3", vec![fixture().into(), log.into_os_string()])
+                .into(),
             prefix: String::new(),
         },
         UpstreamSpec {
             gateway: Arc::new(Gateway::new(Arc::clone(&kernel), "x", "gone")),
-            command: ServerCommand::new("/nonexistent/mcp-server", vec![]),
+            transport: ServerCommand::new("/nonexistent/mcp-server", vec![]).into(),
             prefix: "g_".to_owned(),
         },
     ];
-    let (client, gateway_side) = tokio::io::duplex(1 << 20);
-    let (gr, gw_w) = tokio::io::split(gateway_side);
-    tokio::spawn(serve_multi_stdio(specs, gr, gw_w));
-    let (r, w) = tokio::io::split(client);
-    let mut h = Harness {
-        w,
-        r: BufReader::new(r),
-        logs: vec![dir.path().join("a.log")],
-        events: Arc::new(Capture::default()),
-        notes: Vec::new(),
-        _dir: dir,
-    };
+    let logs = vec![dir.path().join("a.log")];
+    let mut h = Harness::connect(specs, logs, Arc::new(Capture::default()), dir);
     let r = h.initialize().await;
     assert_eq!(
         r["result"]["serverInfo"]["name"], "warden-mcp-gateway",

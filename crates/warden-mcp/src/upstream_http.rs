@@ -1,0 +1,459 @@
+//! The multi-upstream gateway's client for one Streamable HTTP upstream
+//! (MCP 2025-06-18 / 2025-11-25, and stateless 2026-07-28 requests).
+//!
+//! One [`HttpUpstream::session`] plays the part a server process plays on
+//! stdio: the hub writes messages into a channel, and every message the
+//! server sends — a JSON body, each event of an SSE answer, each event of
+//! the optional GET stream — comes back through the same [`Sink`] the stdio
+//! reader feeds. A session ends when the hub drops its channel (the session
+//! is then DELETEd) or when the upstream fails: unreachable, a 5xx, or a 404
+//! (an expired session). The hub then treats it like an exited server.
+
+use crate::conn::OWN_REQUEST_TIMEOUT;
+use crate::jsonrpc::{Kind, classify};
+use crate::sse::{SseSplitter, event_json, is_sse};
+use axum::http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Longest wait for a TCP connection to the upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before reopening a GET stream the server ended.
+const GET_REOPEN: Duration = Duration::from_secs(1);
+/// Longest wait for the server to acknowledge the session's DELETE.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a session hands the hub.
+pub(crate) enum Inbound {
+    /// A message the server sent (a JSON body, or the data of one SSE event).
+    Message(Value),
+    /// A request the server will not answer over this POST: an error status
+    /// without a response, an answer over the size limit, or a stream that
+    /// broke or ended first.
+    Unanswered {
+        /// The request's id, as the hub sent it.
+        id: Value,
+        /// Why, for the client and the outcome record.
+        why: String,
+    },
+}
+
+/// Where a session's inbound messages go (the hub, for one upstream generation).
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// Handles one inbound message; awaited in order within one response stream.
+    fn deliver(&self, inbound: Inbound) -> impl Future<Output = ()> + Send;
+}
+
+/// One Streamable HTTP upstream: its endpoint and an HTTP client.
+pub(crate) struct HttpUpstream {
+    uri: hyper::Uri,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// Largest message accepted from the server (a JSON body, one SSE event).
+    max: usize,
+}
+
+/// What the server told this session at `initialize`.
+#[derive(Default)]
+struct Session {
+    /// `Mcp-Session-Id`, sent back on every later request.
+    id: Mutex<Option<HeaderValue>>,
+    /// The negotiated version, sent as `MCP-Protocol-Version`.
+    version: Mutex<Option<HeaderValue>>,
+    /// Whether the GET stream was tried (once per session).
+    listening: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere cannot leave it unsafe to read.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl HttpUpstream {
+    /// A client for the `http://` endpoint `url`, accepting messages of at most `max` bytes.
+    pub(crate) fn new(url: &str, max: usize) -> Result<Self, String> {
+        let uri = crate::http::upstream_uri(url)?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        Ok(HttpUpstream { uri, client, max })
+    }
+
+    /// Runs one session: POSTs every message from `rx` (an `initialize`
+    /// is answered before anything else is sent, since its answer carries the
+    /// session id; the rest run concurrently, as a client's requests do),
+    /// and hands `sink` everything the server sends. `Ok` once `rx` closes
+    /// (the session is DELETEd); `Err(why)` when the upstream failed.
+    pub(crate) async fn session<S: Sink>(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+        sink: Arc<S>,
+    ) -> Result<(), String> {
+        let s = Arc::new(Session::default());
+        // Dropping the set (on failure or close) aborts what is in flight;
+        // the hub answers those requests as it does for an exited server.
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(bytes) = msg else { break };
+                    let msg: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let init = matches!(classify(&msg), Kind::Request { method: "initialize", .. });
+                    let post = Arc::clone(&self).post(Arc::clone(&s), msg, bytes, Arc::clone(&sink));
+                    if !init {
+                        tasks.spawn(post);
+                        continue;
+                    }
+                    // Bounded like the hub's own wait for the answer: a server
+                    // that never answers must not hold every later message.
+                    tokio::time::timeout(OWN_REQUEST_TIMEOUT, post)
+                        .await
+                        .map_err(|_| format!("no answer to initialize within {OWN_REQUEST_TIMEOUT:?}"))??;
+                    if lock(&s.version).is_some() && !s.listening.swap(true, Ordering::Relaxed) {
+                        tasks.spawn(Arc::clone(&self).listen(Arc::clone(&s), Arc::clone(&sink)));
+                    }
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(Err(why)) = done {
+                        return Err(why);
+                    }
+                }
+            }
+        }
+        tasks.abort_all();
+        self.delete(&s).await;
+        Ok(())
+    }
+
+    /// A request to the endpoint with the session's headers.
+    fn request(
+        &self,
+        method: Method,
+        s: &Session,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.uri.clone())
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let h = req.headers_mut();
+        if let Some(id) = lock(&s.id).clone() {
+            h.insert("mcp-session-id", id);
+        }
+        if let Some(v) = lock(&s.version).clone() {
+            h.insert("mcp-protocol-version", v);
+        }
+        Ok(req)
+    }
+
+    /// POSTs one message and delivers what comes back. `Err` only when the
+    /// upstream failed as a whole (the session ends).
+    async fn post<S: Sink>(
+        self: Arc<Self>,
+        s: Arc<Session>,
+        msg: Value,
+        bytes: Vec<u8>,
+        sink: Arc<S>,
+    ) -> Result<(), String> {
+        let (id, method) = match classify(&msg) {
+            Kind::Request { id, method } => (Some(id.clone()), Some(method)),
+            Kind::Notification => (None, msg.get("method").and_then(Value::as_str)),
+            _ => (None, None),
+        };
+        let init = method == Some("initialize") && id.is_some();
+        let unanswered = |why: String| async {
+            if let Some(id) = &id {
+                sink.deliver(Inbound::Unanswered {
+                    id: id.clone(),
+                    why,
+                })
+                .await;
+            }
+        };
+        let body = Bytes::from(bytes.strip_suffix(b"\n").unwrap_or(&bytes).to_vec());
+        let mut req = match self.request(Method::POST, &s, body) {
+            Ok(r) => r,
+            Err(e) => {
+                unanswered(format!("request not sent: {e}")).await;
+                return Ok(());
+            }
+        };
+        let h = req.headers_mut();
+        h.insert(
+            "accept",
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        // Routing headers of the stateless revision; the server checks them
+        // against the body, which is what the gateway decided on.
+        if let Some(v) = method.and_then(|m| HeaderValue::from_str(m).ok()) {
+            h.insert("mcp-method", v);
+        }
+        // A stateless (2026-07-28) request names its version in `_meta`.
+        if let Some(v) = msg
+            .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+            .and_then(Value::as_str)
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            h.insert("mcp-protocol-version", v);
+        }
+        let target = match method {
+            Some("tools/call" | "prompts/get") => msg.pointer("/params/name"),
+            Some("resources/read") => msg.pointer("/params/uri"),
+            _ => None,
+        };
+        if let Some(v) = target
+            .and_then(Value::as_str)
+            .and_then(|t| HeaderValue::from_str(t).ok())
+        {
+            h.insert("mcp-name", v);
+        }
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("unreachable: {e}"))?;
+        let status = resp.status();
+        if status.is_server_error() || status == StatusCode::NOT_FOUND {
+            // 404: the session expired (or the endpoint is gone); 5xx: the
+            // server failed. Either way it needs a new session.
+            return Err(format!(
+                "answered {method:?} with HTTP {status}",
+                method = method.unwrap_or("a message")
+            ));
+        }
+        if init
+            && status.is_success()
+            && let Some(sid) = resp.headers().get("mcp-session-id")
+        {
+            *lock(&s.id) = Some(sid.clone());
+        }
+        let Some(id) = id.clone() else {
+            // A notification or a response: 202 Accepted, no body to read.
+            return Ok(());
+        };
+        let mut answered = false;
+        // Everything on this POST goes to the hub, which maps answers by id
+        // (one to another request included); this request's own answer
+        // settles it, and an `initialize` answer names the protocol version.
+        let mut on_message = async |m: Value| {
+            if matches!(classify(&m), Kind::Response { id: rid } if *rid == id) {
+                answered = true;
+                let v = m.pointer("/result/protocolVersion").and_then(Value::as_str);
+                if init && let Some(v) = v.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    *lock(&s.version) = Some(v);
+                }
+            }
+            sink.deliver(Inbound::Message(m)).await;
+        };
+        let failure = if is_sse(resp.headers()) {
+            let mut events = Events::new(resp.into_body(), self.max);
+            loop {
+                match events.next().await {
+                    Some(Ok(m)) => on_message(m).await,
+                    Some(Err(e)) => break Some(e),
+                    None => break None,
+                }
+            }
+        } else {
+            match Limited::new(resp.into_body(), self.max).collect().await {
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => Some(oversize(self.max)),
+                Err(e) => Some(format!("the answer broke off: {e}")),
+                Ok(c) => match serde_json::from_slice::<Value>(&c.to_bytes()) {
+                    Ok(m) if m.is_object() => {
+                        // An error status's JSON-RPC error for someone else
+                        // (e.g. id null) is not an answer to this request.
+                        let foreign =
+                            matches!(classify(&m), Kind::Response { id: rid } if *rid != id);
+                        if !foreign {
+                            on_message(m).await;
+                        }
+                        None
+                    }
+                    _ => None,
+                },
+            }
+        };
+        if !answered {
+            let why = failure.unwrap_or_else(|| {
+                if status.is_success() {
+                    "the server did not answer the request".to_owned()
+                } else {
+                    format!("the server answered HTTP {status}")
+                }
+            });
+            unanswered(why).await;
+        }
+        Ok(())
+    }
+
+    /// The optional GET stream for server-initiated messages: reopened while
+    /// the session lasts; a server that does not offer one (405) has none.
+    async fn listen<S: Sink>(self: Arc<Self>, s: Arc<Session>, sink: Arc<S>) -> Result<(), String> {
+        loop {
+            let Ok(mut req) = self.request(Method::GET, &s, Bytes::new()) else {
+                return Ok(());
+            };
+            req.headers_mut()
+                .insert("accept", HeaderValue::from_static("text/event-stream"));
+            let Ok(resp) = self.client.request(req).await else {
+                // Unreachable: the next POST finds out and ends the session.
+                return Ok(());
+            };
+            if resp.status() != StatusCode::OK || !is_sse(resp.headers()) {
+                return Ok(());
+            }
+            let mut events = Events::new(resp.into_body(), self.max);
+            while let Some(m) = events.next().await {
+                match m {
+                    Ok(m) => sink.deliver(Inbound::Message(m)).await,
+                    Err(e) => {
+                        eprintln!("warden mcp: the upstream's GET stream: {e}; closed");
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(GET_REOPEN).await;
+        }
+    }
+
+    /// Ends the session on the server (best effort: the gateway is leaving).
+    async fn delete(&self, s: &Session) {
+        if lock(&s.id).is_none() {
+            return;
+        }
+        if let Ok(req) = self.request(Method::DELETE, s, Bytes::new()) {
+            let _ = tokio::time::timeout(DELETE_TIMEOUT, self.client.request(req)).await;
+        }
+    }
+}
+
+fn oversize(max: usize) -> String {
+    format!("the server's answer exceeds the gateway limit of {max} bytes")
+}
+
+/// The JSON messages of an SSE body, each event at most `max` bytes.
+struct Events<B> {
+    body: B,
+    split: SseSplitter,
+    ready: VecDeque<Vec<u8>>,
+    max: usize,
+    done: bool,
+}
+
+impl<B> Events<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    fn new(body: B, max: usize) -> Self {
+        Events {
+            body,
+            split: SseSplitter::default(),
+            ready: VecDeque::new(),
+            max,
+            done: false,
+        }
+    }
+
+    /// The next message; `None` at the end; `Err` when the stream broke or
+    /// an event is over the limit (nothing more is read).
+    async fn next(&mut self) -> Option<Result<Value, String>> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                if event.len() > self.max {
+                    self.done = true;
+                    self.ready.clear();
+                    return Some(Err(oversize(self.max)));
+                }
+                match event_json(&event) {
+                    Some(m) if m.is_object() => return Some(Ok(m)),
+                    // Comments, keep-alives, priming events without data.
+                    _ => continue,
+                }
+            }
+            if self.done {
+                return None;
+            }
+            match self.body.frame().await {
+                None => {
+                    self.done = true;
+                    // A last event without its blank line still counts.
+                    let rest = std::mem::take(&mut self.split.buf);
+                    if !rest.is_empty() {
+                        self.ready.push_back(rest);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(format!("the stream broke off: {e}")));
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    self.ready.extend(self.split.push(&data));
+                    if self.split.buf.len() > self.max {
+                        self.done = true;
+                        self.ready.clear();
+                        return Some(Err(oversize(self.max)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    async fn all<B>(mut e: Events<B>) -> Vec<Result<Value, String>>
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let mut out = Vec::new();
+        while let Some(m) = e.next().await {
+            out.push(m);
+        }
+        out
+    }
+
+    fn body(text: String) -> Full<Bytes> {
+        Full::new(Bytes::from(text))
+    }
+
+    #[tokio::test]
+    async fn events_yield_json_messages_and_skip_the_rest() {
+        let text = "id: 0\ndata:\n\n: keep-alive\n\nevent: message\ndata: {\"a\":1}\n\ndata: [1]\n\ndata: {\"b\":2}".to_owned();
+        let got = all(Events::new(body(text), 1024)).await;
+        // The last event has no blank line but the stream ended: it counts.
+        assert_eq!(got, vec![Ok(json!({"a": 1})), Ok(json!({"b": 2}))]);
+    }
+
+    #[tokio::test]
+    async fn an_event_over_the_limit_ends_the_stream_with_an_error() {
+        // One chunk holding a whole oversize event, then a small one.
+        let text = format!("data: {{\"t\":\"{}\"}}\n\ndata: {{}}\n\n", "x".repeat(200));
+        let got = all(Events::new(body(text), 100)).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].as_ref().unwrap_err().contains("limit of 100 bytes"));
+        // An unterminated event growing past the limit.
+        let text = format!("data: {}", "y".repeat(200));
+        let got = all(Events::new(body(text), 100)).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].is_err());
+    }
+}

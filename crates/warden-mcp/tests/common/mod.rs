@@ -1,0 +1,198 @@
+//! Shared by the multi-upstream gateway tests: a client on an in-memory pipe
+//! in front of `serve_multi_stdio`, the scripted stdio server fixture
+//! (tests/fixtures/scripted_server.py, logging what it receives) and an
+//! audit sink the tests read back.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use warden_core::Verdict;
+use warden_kernel::{AuditEvent, AuditSink, Kernel};
+use warden_mcp::{ServerCommand, UpstreamSpec, serve_multi_stdio};
+use warden_policy::{PolicyHandle, PolicySet};
+
+/// Every audit event, in order.
+#[derive(Default)]
+pub struct Capture(pub Mutex<Vec<AuditEvent>>);
+
+impl AuditSink for Capture {
+    fn append(&self, event: AuditEvent) -> Result<(), String> {
+        self.0.lock().unwrap().push(event);
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A kernel deciding by `policy` and auditing into `events`.
+pub fn kernel(policy: &str, events: &Arc<Capture>) -> Arc<Kernel> {
+    Arc::new(
+        Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(policy).unwrap()))
+            .audit(Arc::clone(events) as Arc<dyn AuditSink>)
+            .build()
+            .unwrap(),
+    )
+}
+
+pub fn fixture() -> String {
+    format!(
+        "{}/tests/fixtures/scripted_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// The scripted stdio server `name` (with `opts`), logging to `dir/name.log`.
+pub fn scripted(dir: &Path, name: &str, opts: &[&str]) -> (ServerCommand, PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let mut args = vec![fixture().into(), log.clone().into_os_string()];
+    args.push(format!("--srv={name}").into());
+    args.extend(opts.iter().map(Into::into));
+    (ServerCommand::new("python3", args), log)
+}
+
+pub struct Harness {
+    pub w: WriteHalf<DuplexStream>,
+    pub r: BufReader<ReadHalf<DuplexStream>>,
+    /// Message logs of the scripted upstreams, by upstream index.
+    pub logs: Vec<PathBuf>,
+    pub events: Arc<Capture>,
+    /// Messages read while waiting for a response.
+    pub notes: Vec<Value>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Runs `serve_multi_stdio` for `specs` with a client on an in-memory pipe.
+    pub fn connect(
+        specs: Vec<UpstreamSpec>,
+        logs: Vec<PathBuf>,
+        events: Arc<Capture>,
+        dir: tempfile::TempDir,
+    ) -> Harness {
+        let (client, gateway_side) = tokio::io::duplex(1 << 20);
+        let (gr, gw_w) = tokio::io::split(gateway_side);
+        tokio::spawn(serve_multi_stdio(specs, gr, gw_w));
+        let (r, w) = tokio::io::split(client);
+        Harness {
+            w,
+            r: BufReader::new(r),
+            logs,
+            events,
+            notes: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    pub async fn send(&mut self, msg: Value) {
+        self.send_raw(msg.to_string().as_bytes()).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).await.unwrap();
+        self.w.write_all(b"\n").await.unwrap();
+        self.w.flush().await.unwrap();
+    }
+
+    pub async fn read(&mut self) -> Value {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(20), self.r.read_line(&mut line))
+            .await
+            .expect("no message from the gateway within 20 s")
+            .unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Sends a request and returns its response (other messages go to `notes`).
+    pub async fn rpc(&mut self, msg: Value) -> Value {
+        let id = msg["id"].clone();
+        self.send(msg).await;
+        self.until_response(&id).await
+    }
+
+    pub async fn until_response(&mut self, id: &Value) -> Value {
+        loop {
+            let m = self.read().await;
+            if m.get("id") == Some(id) && m.get("method").is_none() {
+                return m;
+            }
+            self.notes.push(m);
+        }
+    }
+
+    pub async fn initialize(&mut self) -> Value {
+        let r = self
+            .rpc(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {"sampling": {}},
+                "clientInfo": {"name": "test", "version": "1"}}}),
+            )
+            .await;
+        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        r
+    }
+
+    pub async fn list(&mut self, method: &str, key: &str, field: &str) -> Vec<String> {
+        let r = self
+            .rpc(json!({"jsonrpc": "2.0", "id": "list", "method": method, "params": {}}))
+            .await;
+        r["result"][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|t| t[field].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn tools(&mut self) -> Vec<String> {
+        self.list("tools/list", "tools", "name").await
+    }
+
+    pub async fn call(&mut self, id: Value, tool: &str, args: Value) -> Value {
+        self.rpc(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args}}))
+            .await
+    }
+
+    /// Messages scripted upstream `i` received.
+    pub fn upstream(&self, i: usize) -> Vec<Value> {
+        std::fs::read_to_string(&self.logs[i])
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn calls(&self, i: usize, method: &str) -> Vec<Value> {
+        self.upstream(i)
+            .into_iter()
+            .filter(|m| m["method"] == method)
+            .collect()
+    }
+
+    /// Deny decisions recorded for `tool` whose first reason is `reason`.
+    pub fn refusals(&self, tool: &str, reason: &str) -> usize {
+        self.events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                matches!(e, AuditEvent::Decision { tool: Some(t), verdict: Verdict::Deny, reasons, .. }
+                    if t == tool && reasons.first().is_some_and(|r| r == reason))
+            })
+            .count()
+    }
+}
+
+/// The text of a `CallToolResult`'s first content item.
+pub fn text(r: &Value) -> String {
+    r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
