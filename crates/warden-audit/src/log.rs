@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -69,8 +69,8 @@ impl Default for AuditConfig {
     }
 }
 
-impl<R> QueueState<R> for State<R> {
-    fn queue(&mut self) -> &mut Vec<R> {
+impl<R> QueueState<Entry<R>> for State<R> {
+    fn queue(&mut self) -> &mut Vec<Entry<R>> {
         &mut self.queue
     }
     fn refusal(&self) -> Option<AuditError> {
@@ -96,11 +96,81 @@ impl<R> QueueState<R> for State<R> {
 /// extra delay before a batched record reaches the disk.
 const BATCH_LINGER: Duration = Duration::from_millis(1);
 
+/// A batch at least this long, found waiting as soon as the previous one was
+/// written, means the writer is behind: until it catches up (lingers or
+/// idles), batched appenders encode their own records (see
+/// [`Entry::Encoded`]).
+const HELP_MIN_BATCH: usize = 512;
+
+/// Encoded-record buffers larger than this are freed after use rather than
+/// recycled, so one huge record does not pin its memory on a thread.
+const MAX_RECYCLED_BUF: usize = 64 * 1024;
+
+/// A queued record.
+enum Entry<R> {
+    /// As appended: the writer canonicalises and hashes it.
+    Raw(R),
+    /// Canonicalised and leaf-hashed by its appender, so the writer only
+    /// frames and writes it. Appenders do this in `Sync` mode (they wait for
+    /// the disk anyway) and in `Batched` mode while the writer is behind:
+    /// the serial part of the log shrinks to framing, the Merkle frontier and
+    /// the `write`, so throughput is no longer bounded by one writer core,
+    /// while callers of a writer that keeps up still pay only a queue push.
+    Encoded {
+        /// The record's RFC 8785 canonical JSON.
+        bytes: Vec<u8>,
+        /// Its RFC 6962 leaf hash.
+        leaf: Hash,
+    },
+}
+
+thread_local! {
+    /// An appender's canonicaliser and the buffer its next encoded record
+    /// goes into (handed back by the writer, see `State::spent_bufs`).
+    static ENCODER: std::cell::RefCell<(Canonicalizer, Vec<u8>)> =
+        std::cell::RefCell::new((Canonicalizer::new(), Vec::new()));
+}
+
+/// Encodes `record` on the calling thread; `None` when it cannot be (an
+/// error or an oversize record: the writer then meets and reports it exactly
+/// as for a record it encodes itself).
+fn encode_here<R: Serialize>(record: &R) -> Option<Entry<R>> {
+    ENCODER
+        .try_with(|cell| {
+            let mut enc = cell.try_borrow_mut().ok()?;
+            let (canon, next) = &mut *enc;
+            let mut bytes = std::mem::take(next);
+            bytes.clear();
+            if canon.write(record, &mut bytes).is_err() || bytes.len() > MAX_RECORD_LEN {
+                bytes.clear();
+                *next = bytes;
+                return None;
+            }
+            let leaf = leaf_hash(&bytes);
+            Some(Entry::Encoded { bytes, leaf })
+        })
+        .ok()
+        .flatten()
+}
+
+/// Gives this thread's encoder a spent buffer for its next record.
+fn keep_buffer(buf: Vec<u8>) {
+    let _ = ENCODER.try_with(|cell| {
+        if let Ok(mut enc) = cell.try_borrow_mut()
+            && enc.1.capacity() == 0
+        {
+            enc.1 = buf;
+        }
+    });
+}
+
 struct State<R> {
-    queue: Vec<R>,
+    queue: Vec<Entry<R>>,
     /// Records already written, handed to appenders for reuse (see
     /// [`AuditLog::append_recycling`]).
     recycled: Vec<R>,
+    /// Buffers of written [`Entry::Encoded`] records, for appenders' next ones.
+    spent_bufs: Vec<Vec<u8>>,
     /// Some appender reuses records: keep written ones in `recycled`.
     recycling: bool,
     /// Index the next appended record gets.
@@ -140,7 +210,9 @@ fn unpark_all<R>(st: &mut State<R>) {
 ///
 /// Cheap to share behind an `Arc`; `append` may be called from many threads.
 /// Records are serialised (RFC 8785 canonical JSON) on the writer thread, so
-/// callers pay only for a queue push.
+/// callers pay only for a queue push — except in `Sync` mode and while the
+/// writer is behind, when each appender serialises and hashes its own record
+/// so the work spreads over every appending thread.
 ///
 /// ```
 /// use warden_audit::{AuditConfig, AuditLog, Durability};
@@ -165,6 +237,8 @@ pub struct AuditLog<R: Serialize + Send + 'static> {
     capacity: usize,
     public_key: PublicKey,
     data_dir: PathBuf,
+    /// Set by the writer while it is behind (see [`HELP_MIN_BATCH`]).
+    behind: Arc<AtomicBool>,
 }
 
 impl<R: Serialize + Send + 'static> std::fmt::Debug for AuditLog<R> {
@@ -207,11 +281,13 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
         }
         let key = LogKey::load_or_create(data_dir)?;
         let bits = config.segment_bits.clamp(1, 30);
-        let writer = Writer::recover(dir, key, bits, lock, &config)?;
+        let behind = Arc::new(AtomicBool::new(false));
+        let writer = Writer::recover(dir, key, bits, lock, &config, Arc::clone(&behind))?;
 
         let state = State {
             queue: Vec::with_capacity(config.queue_capacity.clamp(1, 1 << 20)),
             recycled: Vec::new(),
+            spent_bufs: Vec::new(),
             recycling: false,
             next_index: writer.frontier.size(),
             durable: writer.frontier.size(),
@@ -258,6 +334,7 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
             capacity: config.queue_capacity.max(1),
             public_key,
             data_dir: data_dir.to_path_buf(),
+            behind,
         })
     }
 
@@ -290,14 +367,28 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
 
     fn append_inner(&self, record: R, spare: Option<&mut Option<R>>) -> Result<u64, AuditError> {
         let shared = &*self.shared;
-        let (mut st, _) = enqueue(shared, self.capacity, record)?;
+        let helping = self.durability == Durability::Sync || self.behind.load(Ordering::Relaxed);
+        // An encoded record stays with its appender: it is the caller's next
+        // spare, or freed here on the thread that built it.
+        let (entry, kept) = match helping.then(|| encode_here(&record)).flatten() {
+            Some(encoded) => (encoded, Some(record)),
+            None => (Entry::Raw(record), None),
+        };
+        let (mut st, _) = enqueue(shared, self.capacity, entry)?;
         let index = st.next_index;
         st.next_index += 1;
+        let buf = if helping { st.spent_bufs.pop() } else { None };
         if let Some(spare) = spare {
             st.recycling = true;
             if spare.is_none() {
-                *spare = st.recycled.pop();
+                *spare = match kept {
+                    Some(record) => Some(record),
+                    None => st.recycled.pop(),
+                };
             }
+        }
+        if let Some(buf) = buf {
+            keep_buffer(buf);
         }
         if self.durability == Durability::Sync && st.durable <= index {
             st.sync_waiters.push_back((index, std::thread::current()));
@@ -442,6 +533,8 @@ struct Writer {
     sth_interval: Duration,
     /// [`BATCH_LINGER`] in batched mode, zero in sync mode.
     linger: Duration,
+    /// Tells batched appenders to encode their own records.
+    behind: Arc<AtomicBool>,
     buf: Vec<u8>,
     canon: Canonicalizer,
     /// Scratch for the appenders [`Writer::publish`] unparks.
@@ -456,6 +549,7 @@ impl Writer {
         bits: u32,
         lock: File,
         config: &AuditConfig,
+        behind: Arc<AtomicBool>,
     ) -> Result<Self, AuditError> {
         let public = key.public();
         // Signed tree heads: drop a torn last line, check the latest one.
@@ -580,6 +674,7 @@ impl Writer {
                 Durability::Batched => BATCH_LINGER,
                 Durability::Sync => Duration::ZERO,
             },
+            behind,
             buf: Vec::with_capacity(1 << 16),
             canon: Canonicalizer::new(),
             woken: std::cell::RefCell::new(Vec::new()),
@@ -595,7 +690,9 @@ impl Writer {
     }
 
     fn run<R: Serialize>(mut self, shared: &Shared<State<R>>) {
-        let mut batch: Vec<R> = Vec::new();
+        let mut batch: Vec<Entry<R>> = Vec::new();
+        let mut spent: Vec<R> = Vec::new();
+        let mut bufs: Vec<Vec<u8>> = Vec::new();
         loop {
             let (closing, sign_request) = {
                 let mut st = shared.lock();
@@ -619,12 +716,14 @@ impl Writer {
                         // paying for a wake-up; idle only if none came.
                         lingered = true;
                         st.lingering = true;
+                        self.behind.store(false, Ordering::Relaxed);
                         let d = sth_due_in.map_or(self.linger, |w| w.min(self.linger));
                         st = wait_timeout(&shared.work, st, d);
                         st.lingering = false;
                         continue;
                     }
                     st.writer_idle = true;
+                    self.behind.store(false, Ordering::Relaxed);
                     st = match sth_due_in {
                         Some(d) => wait_timeout(&shared.work, st, d),
                         None => wait(&shared.work, st),
@@ -632,6 +731,13 @@ impl Writer {
                 }
                 st.writer_idle = false;
                 std::mem::swap(&mut st.queue, &mut batch);
+                // Behind: a large batch was already waiting when the last one
+                // was done. (A batch gathered while lingering only shows how
+                // many arrive per linger, which the writer keeps up with.)
+                self.behind.store(
+                    !lingered && batch.len() >= HELP_MIN_BATCH,
+                    Ordering::Relaxed,
+                );
                 if st.full_waiters > 0 {
                     shared.space.notify_all();
                 }
@@ -639,11 +745,21 @@ impl Writer {
             };
 
             let mut failure = self.write_batch(&batch).err();
+            for entry in batch.drain(..) {
+                match entry {
+                    Entry::Raw(record) => spent.push(record),
+                    Entry::Encoded { bytes, .. } if bytes.capacity() <= MAX_RECYCLED_BUF => {
+                        bufs.push(bytes);
+                    }
+                    Entry::Encoded { .. } => {}
+                }
+            }
             // Publish durability first, so sync appenders do not wait for
             // the tree head signature and its fsync.
-            let go_on = self.publish(shared, &mut failure, false, &mut batch);
-            // Records not handed to appenders are freed here.
-            batch.clear();
+            let go_on = self.publish(shared, &mut failure, false, &mut spent, &mut bufs);
+            // Records and buffers not handed to appenders are freed here.
+            spent.clear();
+            bufs.clear();
             if !go_on {
                 return;
             }
@@ -656,7 +772,7 @@ impl Writer {
             if (due_count || due_time || requested || closing) && size > self.signed {
                 failure = self.sign().err();
             }
-            if !self.publish(shared, &mut failure, closing, &mut Vec::new()) {
+            if !self.publish(shared, &mut failure, closing, &mut spent, &mut bufs) {
                 return;
             }
         }
@@ -666,17 +782,22 @@ impl Writer {
     /// (failure, or `closing` and nothing left to do).
     /// Written records in `spent` go to the recycle bin when appenders reuse
     /// records and the bin is empty (bounding it to one batch); otherwise
-    /// the writer frees them.
+    /// the writer frees them. Buffers of encoded records in `bufs` go to
+    /// their bin the same way.
     fn publish<R>(
         &self,
         shared: &Shared<State<R>>,
         failure: &mut Option<AuditError>,
         closing: bool,
         spent: &mut Vec<R>,
+        bufs: &mut Vec<Vec<u8>>,
     ) -> bool {
         let mut st = shared.lock();
         if st.recycling && st.recycled.is_empty() && !st.closing {
             std::mem::swap(&mut st.recycled, spent);
+        }
+        if st.spent_bufs.is_empty() && !st.closing {
+            std::mem::swap(&mut st.spent_bufs, bufs);
         }
         st.durable = self.durable;
         shared.durable.store(self.durable, Ordering::Release);
@@ -714,17 +835,26 @@ impl Writer {
     }
 
     /// Serialises, frames and appends a batch, then fsyncs it.
-    fn write_batch<R: Serialize>(&mut self, batch: &[R]) -> Result<(), AuditError> {
+    fn write_batch<R: Serialize>(&mut self, batch: &[Entry<R>]) -> Result<(), AuditError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let seg_len = 1u64 << self.bits;
         self.buf.clear();
         let mut pending_error = None;
-        for record in batch {
+        for entry in batch {
             let index = self.frontier.size();
             let start = self.buf.len();
             self.buf.resize(start + FRAME_HEADER_LEN, 0);
+            let record = match entry {
+                Entry::Encoded { bytes, leaf } => {
+                    // Checked by its appender: canonical and within the limit.
+                    self.buf.extend_from_slice(bytes);
+                    seal_frame(&mut self.buf, start, index);
+                    self.push_leaf(*leaf)?;
+                    continue;
+                }
+                Entry::Raw(record) => record,
+            };
             if let Err(reason) = self.canon.write(record, &mut self.buf) {
                 self.buf.truncate(start);
                 pending_error = Some(AuditError::Record { index, reason });
@@ -743,18 +873,25 @@ impl Writer {
             }
             seal_frame(&mut self.buf, start, index);
             let leaf = leaf_hash(&self.buf[start + FRAME_HEADER_LEN..]);
-            self.frontier.push(leaf);
-            self.seg_leaves.push(leaf);
-            if self.seg_leaves.len() as u64 == seg_len {
-                self.write_out()?;
-                self.seal_segment()?;
-            }
+            self.push_leaf(leaf)?;
         }
         self.write_out()?;
         match pending_error {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Adds a framed record's leaf; at a segment's end writes the buffered
+    /// frames out and starts the next segment.
+    fn push_leaf(&mut self, leaf: Hash) -> Result<(), AuditError> {
+        self.frontier.push(leaf);
+        self.seg_leaves.push(leaf);
+        if self.seg_leaves.len() as u64 == 1u64 << self.bits {
+            self.write_out()?;
+            self.seal_segment()?;
+        }
+        Ok(())
     }
 
     /// Writes the buffered frames to the active segment and fsyncs it.

@@ -458,6 +458,23 @@ fn concurrent_batched_appends(capacity: usize, threads: u64, per_thread: u64) {
             .records,
         total
     );
+    // Every record once, whoever encoded it (appenders help a writer that
+    // falls behind) — and each thread's in its own order.
+    let stored: Vec<u64> = records(dir.path(), 0)
+        .unwrap()
+        .map(|r| r.unwrap().json().unwrap()["n"].as_u64().unwrap())
+        .collect();
+    for t in 0..threads {
+        let mine: Vec<u64> = stored
+            .iter()
+            .copied()
+            .filter(|n| n / 100_000 == t)
+            .collect();
+        assert_eq!(
+            mine,
+            (0..per_thread).map(|i| t * 100_000 + i).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]
@@ -514,20 +531,38 @@ fn batched_records_reach_the_disk_without_a_flush() {
 
 #[test]
 fn spent_records_are_handed_back_for_reuse() {
-    // In sync mode each append returns after its batch was written, so the
-    // next append deterministically gets the previous record back.
+    // Batched, with a flush after each append: the writer encoded and wrote
+    // the record, so the next append deterministically gets it back.
     let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(dir.path(), config(Durability::Sync, 4)).unwrap();
+    let log = AuditLog::open(dir.path(), config(Durability::Batched, 4)).unwrap();
     let mut spare = None;
     for i in 0..40u64 {
         let index = log.append_recycling(rec(i), &mut spare).unwrap();
         assert_eq!(index, i);
+        log.flush().unwrap();
         if i == 0 {
             assert_eq!(spare, None);
         } else {
             // Reused: taken out, then the slot is free for the next one.
             assert_eq!(spare.take(), Some(rec(i - 1)));
         }
+    }
+    log.close().unwrap();
+    let stored: Vec<u64> = records(dir.path(), 0)
+        .unwrap()
+        .map(|r| r.unwrap().json().unwrap()["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stored, (0..40).collect::<Vec<_>>());
+
+    // Sync: the appender encodes its own record (it waits for the disk
+    // anyway), so the writer never needs it and it comes straight back.
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), config(Durability::Sync, 4)).unwrap();
+    let mut spare = None;
+    for i in 0..40u64 {
+        let index = log.append_recycling(rec(i), &mut spare).unwrap();
+        assert_eq!(index, i);
+        assert_eq!(spare.take(), Some(rec(i)));
     }
     // A caller that already holds a spare is not given another.
     let mut held = Some(rec(999));
@@ -539,4 +574,38 @@ fn spent_records_are_handed_back_for_reuse() {
         .map(|r| r.unwrap().json().unwrap()["n"].as_u64().unwrap())
         .collect();
     assert_eq!(stored, (0..=40).collect::<Vec<_>>());
+}
+
+#[test]
+fn records_encoded_by_appenders_are_stored_as_the_writer_stores_them() {
+    // Sync appenders canonicalise and hash their own records; batched ones
+    // (a flush after each) leave it to the writer. Both logs must hold the
+    // same bytes, whatever the records contain.
+    let values: Vec<serde_json::Value> = vec![
+        serde_json::json!({"z": 1, "a": [3, 2, 1], "m": {"b": null, "a": true}}),
+        serde_json::json!({"text": "line\nbreak \"quoted\" \\ tab\t \u{0}\u{1f} é 𝄞 \u{2028}"}),
+        serde_json::json!({"float": 1.0e21, "small": 5e-7, "neg": -0.0, "int": 9007199254740993u64}),
+        serde_json::json!({"\u{10000}": 1, "\u{ffff}": 2, "é": 3, "e": 4}),
+        serde_json::json!({"big": "x".repeat(200_000)}),
+    ];
+    let write = |durability| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), config(durability, 16)).unwrap();
+        for v in &values {
+            log.append(v.clone()).unwrap();
+            log.flush().unwrap();
+        }
+        log.close().unwrap();
+        assert_eq!(
+            verify(dir.path(), &VerifyOptions::default())
+                .unwrap()
+                .records,
+            values.len() as u64
+        );
+        let bytes = std::fs::read(common::segment(dir.path(), 0)).unwrap();
+        (dir, bytes)
+    };
+    let (_a, by_appenders) = write(Durability::Sync);
+    let (_b, by_writer) = write(Durability::Batched);
+    assert_eq!(by_appenders, by_writer);
 }
