@@ -199,6 +199,44 @@ struct State<R> {
     failed: Option<Arc<AuditError>>,
 }
 
+/// `Sync` appenders whose records are durable but who are not yet woken.
+/// The writer unparks the first [`RELAY_FAN_OUT`] of a batch's appenders
+/// itself and leaves the rest here; every woken appender unparks the next
+/// ones before returning. Waking 64 threads one by one took the writer
+/// ~200 µs per batch, all of it before its next fsync could start; relayed,
+/// the wake-ups fan out over the appenders' own threads.
+#[derive(Default)]
+struct Relay(std::sync::Mutex<VecDeque<Thread>>);
+
+/// How many relayed appenders each woken one (and the writer) unparks.
+const RELAY_FAN_OUT: usize = 2;
+
+impl Relay {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Thread>> {
+        // A queue of thread handles: consistent whatever panicked.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Unparks up to [`RELAY_FAN_OUT`] waiting appenders.
+    fn pass_on(&self) {
+        let mut next: [Option<Thread>; RELAY_FAN_OUT] = Default::default();
+        {
+            let mut q = self.lock();
+            if q.is_empty() {
+                return;
+            }
+            for slot in &mut next {
+                *slot = q.pop_front();
+            }
+        }
+        for t in next.into_iter().flatten() {
+            t.unpark();
+        }
+    }
+}
+
 /// Unparks every `Sync` appender in `st` (the writer failed or stopped).
 fn unpark_all<R>(st: &mut State<R>) {
     for (_, t) in st.sync_waiters.drain(..) {
@@ -239,6 +277,8 @@ pub struct AuditLog<R: Serialize + Send + 'static> {
     data_dir: PathBuf,
     /// Set by the writer while it is behind (see [`HELP_MIN_BATCH`]).
     behind: Arc<AtomicBool>,
+    /// Durable `Sync` appenders still to be woken.
+    relay: Arc<Relay>,
 }
 
 impl<R: Serialize + Send + 'static> std::fmt::Debug for AuditLog<R> {
@@ -282,7 +322,16 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
         let key = LogKey::load_or_create(data_dir)?;
         let bits = config.segment_bits.clamp(1, 30);
         let behind = Arc::new(AtomicBool::new(false));
-        let writer = Writer::recover(dir, key, bits, lock, &config, Arc::clone(&behind))?;
+        let relay = Arc::new(Relay::default());
+        let writer = Writer::recover(
+            dir,
+            key,
+            bits,
+            lock,
+            &config,
+            Arc::clone(&behind),
+            Arc::clone(&relay),
+        )?;
 
         let state = State {
             queue: Vec::with_capacity(config.queue_capacity.clamp(1, 1 << 20)),
@@ -335,6 +384,7 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
             public_key,
             data_dir: data_dir.to_path_buf(),
             behind,
+            relay,
         })
     }
 
@@ -392,23 +442,32 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
         }
         if self.durability == Durability::Sync && st.durable <= index {
             st.sync_waiters.push_back((index, std::thread::current()));
-            loop {
-                drop(st);
-                // A stale unpark token only costs one more turn of the loop.
-                std::thread::park();
-                if shared.durable.load(Ordering::Acquire) > index {
-                    return Ok(index);
-                }
-                st = shared.lock();
-                if st.durable > index {
-                    break;
-                }
-                if let Some(e) = &st.failed {
-                    return Err(AuditError::WriterFailed(Arc::clone(e)));
-                }
-            }
+            drop(st);
+            let waited = self.wait_durable(index);
+            // Woken (or done): wake the next durable appenders in turn.
+            self.relay.pass_on();
+            return waited.map(|()| index);
         }
         Ok(index)
+    }
+
+    /// Parks until record `index` is durable or the writer failed.
+    fn wait_durable(&self, index: u64) -> Result<(), AuditError> {
+        let shared = &*self.shared;
+        loop {
+            // A stale unpark token only costs one more turn of the loop.
+            std::thread::park();
+            if shared.durable.load(Ordering::Acquire) > index {
+                return Ok(());
+            }
+            let st = shared.lock();
+            if st.durable > index {
+                return Ok(());
+            }
+            if let Some(e) = &st.failed {
+                return Err(AuditError::WriterFailed(Arc::clone(e)));
+            }
+        }
     }
 
     /// Waits until every record appended before the call is fsynced and
@@ -535,6 +594,8 @@ struct Writer {
     linger: Duration,
     /// Tells batched appenders to encode their own records.
     behind: Arc<AtomicBool>,
+    /// Where the writer leaves durable appenders for each other to wake.
+    relay: Arc<Relay>,
     buf: Vec<u8>,
     canon: Canonicalizer,
     /// Scratch for the appenders [`Writer::publish`] unparks.
@@ -550,6 +611,7 @@ impl Writer {
         lock: File,
         config: &AuditConfig,
         behind: Arc<AtomicBool>,
+        relay: Arc<Relay>,
     ) -> Result<Self, AuditError> {
         let public = key.public();
         // Signed tree heads: drop a torn last line, check the latest one.
@@ -675,6 +737,7 @@ impl Writer {
                 Durability::Sync => Duration::ZERO,
             },
             behind,
+            relay,
             buf: Vec::with_capacity(1 << 16),
             canon: Canonicalizer::new(),
             woken: std::cell::RefCell::new(Vec::new()),
@@ -827,6 +890,9 @@ impl Writer {
         let go_on = !(closing && st.queue.is_empty());
         // Unparked after the lock is released, so the woken do not queue on it.
         drop(st);
+        if woken.len() > RELAY_FAN_OUT {
+            self.relay.lock().extend(woken.drain(RELAY_FAN_OUT..));
+        }
         for t in woken.drain(..) {
             t.unpark();
         }

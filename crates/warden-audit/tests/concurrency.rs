@@ -8,10 +8,11 @@ use std::sync::Arc;
 use common::rec;
 use warden_audit::{AuditConfig, AuditLog, Durability, VerifyOptions, records, verify};
 
-const THREADS: u32 = 8;
-const PER_THREAD: u64 = 1000;
-
 fn run(durability: Durability, queue_capacity: usize) {
+    run_with(durability, queue_capacity, 8, 1000);
+}
+
+fn run_with(durability: Durability, queue_capacity: usize, threads: u32, per_thread: u64) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = AuditConfig {
         durability,
@@ -21,12 +22,12 @@ fn run(durability: Durability, queue_capacity: usize) {
         ..AuditConfig::default()
     };
     let log = Arc::new(AuditLog::open(dir.path(), cfg).unwrap());
-    let handles: Vec<_> = (0..THREADS)
+    let handles: Vec<_> = (0..threads)
         .map(|t| {
             let log = Arc::clone(&log);
             std::thread::spawn(move || {
-                let mut indices = Vec::with_capacity(PER_THREAD as usize);
-                for n in 0..PER_THREAD {
+                let mut indices = Vec::with_capacity(per_thread as usize);
+                for n in 0..per_thread {
                     let mut r = rec(n);
                     r.thread = t;
                     let index = log.append(r).unwrap();
@@ -46,7 +47,7 @@ fn run(durability: Durability, queue_capacity: usize) {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    let total = u64::from(THREADS) * PER_THREAD;
+    let total = u64::from(threads) * per_thread;
     let sth = log.flush().unwrap().unwrap();
     assert_eq!(sth.size, total);
     Arc::into_inner(log).unwrap().close().unwrap();
@@ -60,7 +61,7 @@ fn run(durability: Durability, queue_capacity: usize) {
     let report = verify(dir.path(), &VerifyOptions::default()).unwrap();
     assert_eq!(report.records, total);
     assert_eq!(report.root, sth.root);
-    let mut per_thread_next = vec![0u64; THREADS as usize];
+    let mut per_thread_next = vec![0u64; threads as usize];
     for (stored, &(index, t, n)) in records(dir.path(), 0).unwrap().zip(&all) {
         let stored = stored.unwrap();
         assert_eq!(stored.index, index);
@@ -88,4 +89,10 @@ fn eight_threads_batched_small_queue() {
 #[test]
 fn eight_threads_sync() {
     run(Durability::Sync, 65_536);
+}
+
+#[test]
+fn sixty_four_threads_sync() {
+    // Batches of many waiters: the writer wakes two, the woken wake the rest.
+    run_with(Durability::Sync, 65_536, 64, 150);
 }
