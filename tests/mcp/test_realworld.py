@@ -16,6 +16,10 @@ everything). Run: target/venv-mcp/bin/python tests/mcp/test_realworld.py
 4. The same with everything reached over Streamable HTTP (a `url` server)
    next to the stdio filesystem server, then the HTTP and a stdio
    everything side by side, whose shared names are refused.
+5. The filesystem and everything servers behind `warden mcp --config
+   --listen`, driven by the Streamable HTTP client: two concurrent sessions
+   (writes scoped per server), progress, sampling and a prompt, then a
+   clean exit on SIGTERM.
 """
 import asyncio
 import json
@@ -330,6 +334,35 @@ def client_callbacks():
     return seen, sampling, progress
 
 
+async def progress_and_sampling(s, names, seen, progress, label: str):
+    """server-everything (prefixed `ev_`) behind the gateway: its progress
+    notifications reach the client, and its sampling request makes the round
+    trip through the gateway's id mapping (when the server offers it)."""
+    res = await s.call_tool("ev_trigger-long-running-operation", {"duration": 1, "steps": 3},
+                            progress_callback=progress)
+    check(not res.is_error and len(seen["progress"]) >= 3, f"{label}: progress notifications delivered")
+    if "ev_trigger-sampling-request" in names:
+        res = await s.call_tool("ev_trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
+        check(not res.is_error and seen["sampling"] == 1 and "sampled!" in text_of(res),
+              f"{label}: sampling round trip through the id mapping")
+
+
+async def twins(twin_dir: Path, servers, label: str):
+    """Two upstreams offering the same tools behind one gateway (allow-all
+    policy in `twin_dir`): the shared `echo` is hidden and its call refused,
+    naming both servers."""
+    twin_dir.mkdir()
+    (twin_dir / "policy.yaml").write_text("apiVersion: warden.dev/v1\nkind: Policy\nname: allow\ndefault: allow\nrules: []\n")
+    async with stdio_client(gateway_file(twin_dir, servers)) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        names = {t.name for t in (await s.list_tools()).tools}
+        check("echo" not in names, f"{label}: tool offered by both servers hidden")
+        res = await s.call_tool("echo", {"message": "which one?"})
+        both = ", ".join(name for name, _, _ in servers)
+        check(res.is_error and "mcp:duplicate_tool" in text_of(res) and both in text_of(res),
+              f"{label}: duplicated tool call refused")
+
+
 async def multi(tmp: Path):
     allowed, outside = tmp / "allowed", tmp / "outside"
     allowed.mkdir()
@@ -357,13 +390,7 @@ async def multi(tmp: Path):
         check(not res.is_error and "héllo ✓" in text_of(res), "multi: everything's echo works")
         res = await s.call_tool("ev_get-sum", {"a": 2, "b": 40})
         check(not res.is_error and "42" in text_of(res), "multi: everything's get-sum works")
-        res = await s.call_tool("ev_trigger-long-running-operation", {"duration": 1, "steps": 3},
-                                progress_callback=progress)
-        check(not res.is_error and len(seen["progress"]) >= 3, "multi: progress notifications delivered")
-        if "ev_trigger-sampling-request" in names:
-            res = await s.call_tool("ev_trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
-            check(not res.is_error and seen["sampling"] == 1 and "sampled!" in text_of(res),
-                  "multi: sampling round trip through id mapping")
+        await progress_and_sampling(s, names, seen, progress, "multi")
         prompts = {p.name for p in (await s.list_prompts()).prompts}
         check("ev_simple-prompt" in prompts, "multi: prompts listed with the prefix")
         got = await s.get_prompt("ev_simple-prompt")
@@ -376,16 +403,7 @@ async def multi(tmp: Path):
 
     # The same server twice under two names: every shared name is refused.
     twin_dir = tmp / "twins"
-    twin_dir.mkdir()
-    (twin_dir / "policy.yaml").write_text("apiVersion: warden.dev/v1\nkind: Policy\nname: allow\ndefault: allow\nrules: []\n")
-    params = gateway_file(twin_dir, [("everything", EVERYTHING, None), ("everything-twin", EVERYTHING, None)])
-    async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
-        await s.initialize()
-        names = {t.name for t in (await s.list_tools()).tools}
-        check("echo" not in names, "multi: duplicated tool name hidden")
-        res = await s.call_tool("echo", {"message": "which one?"})
-        check(res.is_error and "mcp:duplicate_tool" in text_of(res)
-              and "everything, everything-twin" in text_of(res), "multi: duplicated tool call refused")
+    await twins(twin_dir, [("everything", EVERYTHING, None), ("everything-twin", EVERYTHING, None)], "multi")
     tail = subprocess.run([WARDEN, "audit", "tail", "-n", "1000", "--data-dir", str(twin_dir / "warden-data")],
                           capture_output=True, text=True, check=True)
     records = [json.loads(l) for l in tail.stdout.splitlines() if l.strip()]
@@ -420,13 +438,7 @@ async def multi_http(tmp: Path):
             check(not res.is_error and "42" in text_of(res), "multi-http: HTTP upstream's get-sum works")
             res = await s.call_tool("write_file", {"path": str(outside / "b.txt"), "content": "x"})
             check(res.is_error and not (outside / "b.txt").exists(), "multi-http: stdio fs write outside denied")
-            res = await s.call_tool("ev_trigger-long-running-operation", {"duration": 1, "steps": 3},
-                                    progress_callback=progress)
-            check(not res.is_error and len(seen["progress"]) >= 3, "multi-http: progress over SSE delivered")
-            if "ev_trigger-sampling-request" in names:
-                res = await s.call_tool("ev_trigger-sampling-request", {"prompt": "hi", "maxTokens": 5})
-                check(not res.is_error and seen["sampling"] == 1 and "sampled!" in text_of(res),
-                      "multi-http: sampling round trip with the HTTP upstream")
+            await progress_and_sampling(s, names, seen, progress, "multi-http")
             got = await s.get_prompt("ev_simple-prompt")
             check(len(got.messages) >= 1, "multi-http: prompt routed to the HTTP upstream")
             resources = [r for r in (await s.list_resources()).resources if str(r.uri).startswith("demo://")]
@@ -437,21 +449,54 @@ async def multi_http(tmp: Path):
             await s.send_ping()
 
         # The same server over HTTP and over stdio: the shared names are refused.
-        twin_dir = tmp / "twins"
-        twin_dir.mkdir()
-        (twin_dir / "policy.yaml").write_text(
-            "apiVersion: warden.dev/v1\nkind: Policy\nname: allow\ndefault: allow\nrules: []\n")
-        params = gateway_file(twin_dir, [("everything", EVERYTHING, None), ("ev-http", url, None)])
-        async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
-            await s.initialize()
-            names = {t.name for t in (await s.list_tools()).tools}
-            check("echo" not in names, "multi-http: tool offered over stdio and HTTP hidden")
-            res = await s.call_tool("echo", {"message": "which one?"})
-            check(res.is_error and "mcp:duplicate_tool" in text_of(res)
-                  and "everything, ev-http" in text_of(res), "multi-http: duplicated tool call refused")
+        await twins(tmp / "twins", [("everything", EVERYTHING, None), ("ev-http", url, None)], "multi-http")
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+async def multi_listen(tmp: Path):
+    """`warden mcp --config --listen`: the filesystem and everything servers
+    behind one Streamable HTTP endpoint, two concurrent client sessions."""
+    allowed, outside = tmp / "allowed", tmp / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (tmp / "policy.yaml").write_text(MULTI_POLICY.format(allowed=allowed))
+    params = gateway_file(tmp, [("fs", FS_SERVER + [str(tmp)], None), ("everything", EVERYTHING, "ev_")])
+    front = free_port()
+    gateway = subprocess.Popen([WARDEN, *params.args, "--listen", f"127.0.0.1:{front}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{front}/mcp"
+    seen, sampling, progress = client_callbacks()
+    try:
+        wait_port(front, gateway, "warden mcp --listen")
+
+        async def session(label, path):
+            async with streamable_http_client(url) as (r, w, *_), ClientSession(r, w, sampling_callback=sampling) as s:
+                init = await s.initialize()
+                check(init.server_info.name == "warden-mcp-gateway", f"{label}: one endpoint over HTTP")
+                names = {t.name for t in (await s.list_tools()).tools}
+                check({"write_file", "ev_echo", "ev_get-sum"} <= names, f"{label}: union of both servers' tools")
+                res = await s.call_tool("write_file", {"path": str(allowed / path), "content": label})
+                check(not res.is_error and (allowed / path).read_text() == label, f"{label}: fs write inside allowed")
+                res = await s.call_tool("write_file", {"path": str(outside / path), "content": "x"})
+                check(res.is_error and "only write inside" in text_of(res) and not (outside / path).exists(),
+                      f"{label}: fs write outside denied with reason")
+                res = await s.call_tool("ev_echo", {"message": f"{label} ✓"})
+                check(not res.is_error and f"{label} ✓" in text_of(res), f"{label}: everything's echo works")
+                return names
+
+        # Two sessions at once, each with its own upstreams.
+        names, _ = await asyncio.gather(session("listen-1", "one.txt"), session("listen-2", "two.txt"))
+        async with streamable_http_client(url) as (r, w, *_), ClientSession(r, w, sampling_callback=sampling) as s:
+            await s.initialize()
+            await progress_and_sampling(s, names, seen, progress, "listen")
+            got = await s.get_prompt("ev_simple-prompt")
+            check(len(got.messages) >= 1, "listen: prefixed prompt routed")
+    finally:
+        gateway.terminate()
+        code = gateway.wait(timeout=20)
+    check(code == 0, "listen: SIGTERM stops the gateway cleanly")
 
 
 async def main():
@@ -467,6 +512,8 @@ async def main():
         await multi(tmp / "multi")
         (tmp / "multi-http").mkdir()
         await multi_http(tmp / "multi-http")
+        (tmp / "multi-listen").mkdir()
+        await multi_listen(tmp / "multi-listen")
     if failures:
         print(f"{len(failures)} check(s) failed", file=sys.stderr)
         sys.exit(1)

@@ -49,11 +49,21 @@ pub(crate) struct McpArgs {
     /// stdio command); the gateway serves Streamable HTTP on --listen, same path.
     #[arg(long)]
     upstream: Option<String>,
-    /// Where the HTTP gateway listens (with --upstream, or a single `url`
-    /// server in --config; several servers are served on stdio)
-    /// [default: 127.0.0.1:8090].
+    /// Where the HTTP gateway listens: with --upstream or a single `url`
+    /// server in --config it proxies that server [default: 127.0.0.1:8090];
+    /// with several servers in --config (or a `prefix`) it serves the
+    /// multi-upstream gateway on path /mcp, a hub per client session
+    /// (without it, several servers are served on stdio).
     #[arg(long)]
     listen: Option<String>,
+    /// With --listen and several servers: client sessions served at once;
+    /// beyond it new sessions get 503 [default: 64].
+    #[arg(long)]
+    max_sessions: Option<usize>,
+    /// With --listen and several servers: seconds a session may stay idle
+    /// before its upstreams are stopped [default: 1800].
+    #[arg(long)]
+    session_idle_secs: Option<u64>,
     /// Also serve the sidecar API (approvals, kill switch, audit head and
     /// proofs, metrics; docs/server.md) for this gateway's kernel on
     /// HOST:PORT, so an approver can answer escalated calls. Needs --data-dir;
@@ -72,8 +82,12 @@ enum Mode {
     Stdio(ServerCommand),
     /// One Streamable HTTP server, served on `listen`.
     Http { url: String, listen: String },
-    /// Several named stdio or HTTP servers, served on stdio: (name, prefix, transport).
-    Multi(Vec<(String, String, UpstreamTransport)>),
+    /// Several named stdio or HTTP servers, served on stdio, or over
+    /// Streamable HTTP when `listen` is set: (name, prefix, transport).
+    Multi {
+        servers: Vec<(String, String, UpstreamTransport)>,
+        listen: Option<(String, warden_mcp::ListenLimits)>,
+    },
 }
 
 /// The flags and the gateway file (if any) merged: flags win.
@@ -124,7 +138,22 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
                 servers.push((s.name.clone(), s.prefix.clone(), transport));
             }
             let names: Vec<&str> = c.servers.iter().map(|s| s.name.as_str()).collect();
-            (names.join(", "), Mode::Multi(servers))
+            let defaults = warden_mcp::ListenLimits::default();
+            let limits = warden_mcp::ListenLimits {
+                max_sessions: args
+                    .max_sessions
+                    .or(c.max_sessions)
+                    .unwrap_or(defaults.max_sessions),
+                idle_timeout: args
+                    .session_idle_secs
+                    .or(c.session_idle_secs)
+                    .map_or(defaults.idle_timeout, std::time::Duration::from_secs),
+            };
+            if limits.max_sessions == 0 || limits.idle_timeout.is_zero() {
+                bail!("--max-sessions and --session-idle-secs must be at least 1");
+            }
+            let listen = listen.clone().map(|l| (l, limits));
+            (names.join(", "), Mode::Multi { servers, listen })
         }
         (Some(c), _) => {
             let Some(s) = c.servers.first() else {
@@ -165,11 +194,14 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
         }
     };
     match mode {
-        Mode::Multi(_) if listen.is_some() => bail!(
-            "--listen applies to a single HTTP upstream; several servers (or a `prefix`) are served on stdio"
+        Mode::Stdio(_) if listen.is_some() => bail!(
+            "--listen applies to an HTTP upstream (--upstream, or a `url` server) or to several servers in --config"
         ),
-        Mode::Stdio(_) if listen.is_some() => {
-            bail!("--listen applies to an HTTP upstream (--upstream, or a `url` server)")
+        Mode::Multi {
+            listen: Some(_), ..
+        } => {}
+        _ if args.max_sessions.is_some() || args.session_idle_secs.is_some() => {
+            bail!("--max-sessions and --session-idle-secs apply to several servers with --listen")
         }
         _ => {}
     }
@@ -247,7 +279,10 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
     // no thread on its way through (decisions run in place; escalation waits
     // go to the blocking pool). HTTP serves many sessions: two workers.
     let runtime = match r.mode {
-        Mode::Http { .. } => tokio::runtime::Builder::new_multi_thread()
+        Mode::Http { .. }
+        | Mode::Multi {
+            listen: Some(_), ..
+        } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?,
@@ -308,14 +343,9 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
                 .block_on(warden_mcp::serve_own_stdio(gateway(&r.label), cmd))
                 .map_err(anyhow::Error::from)
         }
-        Mode::Multi(servers) => {
-            eprintln!(
-                "warden mcp: gateway for agent `{}` in front of {} servers ({})",
-                r.agent,
-                servers.len(),
-                r.label
-            );
-            let specs = servers
+        Mode::Multi { servers, listen } => {
+            let count = servers.len();
+            let specs: Vec<UpstreamSpec> = servers
                 .into_iter()
                 .map(|(name, prefix, transport)| UpstreamSpec {
                     gateway: gateway(&name),
@@ -323,13 +353,36 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
                     prefix,
                 })
                 .collect();
-            runtime
-                .block_on(warden_mcp::serve_multi_stdio(
-                    specs,
-                    tokio::io::stdin(),
-                    tokio::io::stdout(),
-                ))
-                .map_err(anyhow::Error::from)
+            match listen {
+                None => {
+                    eprintln!(
+                        "warden mcp: gateway for agent `{}` in front of {count} servers ({})",
+                        r.agent, r.label
+                    );
+                    runtime
+                        .block_on(warden_mcp::serve_multi_stdio(
+                            specs,
+                            tokio::io::stdin(),
+                            tokio::io::stdout(),
+                        ))
+                        .map_err(anyhow::Error::from)
+                }
+                Some((listen, limits)) => runtime.block_on(async {
+                    let listener = tokio::net::TcpListener::bind(&listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {listen}"))?;
+                    eprintln!(
+                        "warden mcp: gateway for agent `{}` listening on http://{}{} in front of {count} servers ({})",
+                        r.agent,
+                        listener.local_addr()?,
+                        warden_mcp::LISTEN_PATH,
+                        r.label
+                    );
+                    warden_mcp::serve_multi_http(specs, listener, limits, stop_signal())
+                        .await
+                        .map_err(anyhow::Error::from)
+                }),
+            }
         }
     };
     if let Some(server) = api {
@@ -340,6 +393,29 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
     runtime.shutdown_background();
     served?;
     Ok(0)
+}
+
+/// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere): the HTTP gateway then
+/// closes its sessions, stopping their upstreams, before the process exits.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+    }
+    // Without signal handlers, Ctrl-C (or nothing: then the gateway runs until killed).
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A minimal MCP server on stdio: `initialize`, `ping`, `tools/list` with one

@@ -4,6 +4,9 @@
 //! (tests/fixtures/http_server.py) mixes with a stdio one.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{http_exchange, warden};
 use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
@@ -91,6 +94,23 @@ impl Client {
     }
 }
 
+/// `warden audit tail -n 100` of the data directory `data`.
+fn audit_tail(data: &std::path::Path) -> String {
+    let tail = warden(
+        &[
+            "audit",
+            "tail",
+            "-n",
+            "100",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(tail.status.success());
+    String::from_utf8(tail.stdout).unwrap()
+}
+
 fn text(r: &Value) -> &str {
     r["result"]["content"][0]["text"].as_str().unwrap_or("")
 }
@@ -113,7 +133,6 @@ fn config_file_gateway_routes_refuses_duplicates_and_audits_every_refusal() {
         server("b", "b_")
     );
     std::fs::write(d.join("gateway.yaml"), config).unwrap();
-    let warden = env!("CARGO_BIN_EXE_warden");
     let mut c = Client::start(d);
     let names = c.tool_names();
     // a and twin offer the same tools: none of them is shown; b's are, prefixed.
@@ -146,14 +165,7 @@ fn config_file_gateway_routes_refuses_duplicates_and_audits_every_refusal() {
             .contains("tools/call")
     );
 
-    let tail = Command::new(warden)
-        .args(["audit", "tail", "-n", "100", "--data-dir"])
-        .arg(d.join("data"))
-        .output()
-        .unwrap();
-    assert!(tail.status.success());
-    let records: Vec<Value> = String::from_utf8(tail.stdout)
-        .unwrap()
+    let records: Vec<Value> = audit_tail(&d.join("data"))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -251,46 +263,122 @@ fn bad_gateway_files_name_file_and_line() {
         "policy: [p.yaml]\nservers:\n  - name: a\n    command: x\n    prefx: a_\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["mcp", "--config", path.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = warden(&["mcp", "--config", path.to_str().unwrap()], "");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("gateway.yaml") && err.contains("prefx") && err.contains("line 5"),
         "{err}"
     );
-    // Several servers are served on stdio: --listen is refused, saying so.
+    // Session limits need --listen.
     let multi = dir.path().join("multi.yaml");
     std::fs::write(
         &multi,
         "policy: [p.yaml]\nservers:\n  - name: a\n    command: x\n  - name: web\n    url: http://127.0.0.1:1/mcp\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args([
+    let out = warden(
+        &[
             "mcp",
             "--config",
             multi.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+            "--max-sessions",
+            "3",
+        ],
+        "",
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--listen") && err.contains("served on stdio"),
-        "{err}"
-    );
+    assert!(err.contains("--max-sessions"), "{err}");
     // The config file and a server command are mutually exclusive.
-    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["mcp", "--config", path.to_str().unwrap(), "--", "x"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = warden(&["mcp", "--config", path.to_str().unwrap(), "--", "x"], "");
     assert!(!out.status.success());
+}
+
+#[test]
+fn several_servers_are_served_over_http_with_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("p.yaml"), POLICY).unwrap();
+    let config = format!(
+        "policy: [p.yaml]\ndata_dir: data\nlisten: 127.0.0.1:0\nmax_sessions: 2\nservers:\n  - name: a\n    command: python3\n    args: [{f}, a.log, --srv=a]\n    cwd: .\n  - name: b\n    command: python3\n    args: [{f}, b.log, --srv=b]\n    cwd: .\n    prefix: b_\n",
+        f = fixture()
+    );
+    std::fs::write(d.join("gateway.yaml"), config).unwrap();
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["mcp", "--config", d.join("gateway.yaml").to_str().unwrap()])
+            .current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
+    }
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let post = |session: &str, msg: Value| {
+        let headers: Vec<(&str, &str)> = match session {
+            "" => vec![],
+            s => vec![("mcp-session-id", s)],
+        };
+        http_exchange(&addr, "POST", &headers, &msg.to_string())
+    };
+    let (status, headers, body) = post(
+        "",
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "cli-test", "version": "1"}}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("warden-mcp-gateway"), "{body}");
+    let sid = headers
+        .iter()
+        .find(|(k, _)| k == "mcp-session-id")
+        .map(|(_, v)| v.clone())
+        .expect("no session id");
+    let call = |id: i64, name: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": {"text": "over http", "path": "/x"}}})
+    };
+    let (_, _, body) = post(&sid, call(1, "b_echo"));
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert!(text(&r).contains("over http"), "{body}");
+    let (_, _, body) = post(&sid, call(2, "b_write_file"));
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert!(text(&r).contains("server b is read-only"), "{body}");
+    let (status, _, _) = http_exchange(&addr, "DELETE", &[("mcp-session-id", &sid)], "");
+    assert_eq!(status, 204);
+    let (status, _, _) = post(&sid, call(3, "echo"));
+    assert_eq!(status, 404);
+    // SIGTERM: the gateway closes what is left and exits cleanly.
+    let _ = post(
+        "",
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "cli-test", "version": "1"}}}),
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.0.wait().unwrap().success());
+    let log = std::fs::read_to_string(d.join("b.log")).unwrap();
+    assert!(
+        log.contains("over http") && !log.contains("write_file\""),
+        "{log}"
+    );
+    let records = audit_tail(&d.join("data"));
+    assert!(records.contains("server b is read-only"), "{records}");
 }

@@ -190,6 +190,41 @@ pub(crate) async fn decide<T: Send + 'static>(
     }
 }
 
+/// Decides an intercepted request for `tool` with `args` at
+/// `pre_tool_call` and applies a transform to `msg`. `Ok((decision id,
+/// whether msg was rewritten))` when it may go on as `msg` now is, else the
+/// reasons to deny it with: a decision or rewrite that fails denies.
+pub(crate) async fn before_call(
+    gw: &Arc<Gateway>,
+    session: &str,
+    tool: &str,
+    method: &'static str,
+    args: Map<String, Value>,
+    msg: &mut Value,
+) -> Result<(String, bool), Vec<String>> {
+    let may_wait = gw.may_wait(Point::PreToolCall, session, tool, method, args.clone());
+    let (g, s, t, original) = (
+        Arc::clone(gw),
+        session.to_owned(),
+        tool.to_owned(),
+        args.clone(),
+    );
+    let gated = decide(may_wait, move || g.before(&s, &t, method, args))
+        .await
+        .unwrap_or_else(|e| Gated::Deny {
+            decision_id: String::new(),
+            reasons: vec!["runtime_error:internal".to_owned(), e],
+        });
+    match gated {
+        Gated::Deny { reasons, .. } => Err(reasons),
+        Gated::Proceed { args, decision_id } if args == original => Ok((decision_id, false)),
+        Gated::Proceed { args, decision_id } => match rewrite(msg, method, args) {
+            Ok(()) => Ok((decision_id, true)),
+            Err(e) => Err(vec!["runtime_error:internal".to_owned(), e]),
+        },
+    }
+}
+
 /// A forwarded request the gateway decided, awaiting its result.
 pub(crate) struct CallInfo {
     pub(crate) tool: String,

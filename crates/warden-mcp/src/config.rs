@@ -56,8 +56,15 @@ pub struct GatewayConfig {
     pub max_message_bytes: Option<usize>,
     /// Longest wait for an approver (`--approval-wait-secs`).
     pub approval_wait_secs: Option<u64>,
-    /// Where an HTTP gateway listens (`--listen`; a single `url` server without `prefix` only).
+    /// Where an HTTP gateway listens (`--listen`): a single `url` server
+    /// without `prefix` is proxied there; several servers (or a prefix) are
+    /// served there by the multi-upstream gateway. Not for a single stdio server.
     pub listen: Option<String>,
+    /// With `listen` and several servers: sessions at once (`--max-sessions`).
+    pub max_sessions: Option<usize>,
+    /// With `listen` and several servers: seconds a session may stay idle
+    /// before it is closed (`--session-idle-secs`).
+    pub session_idle_secs: Option<u64>,
     /// Also serve the sidecar API here (`--api`; needs `data_dir`).
     pub api: Option<String>,
     /// The upstream servers, in order (at least one).
@@ -170,16 +177,20 @@ impl GatewayConfig {
                 rel(d);
             }
         }
-        if c.listen.is_some() && c.is_multi() {
+        if c.listen.is_some() && !c.is_multi() && c.servers.iter().all(|s| s.url.is_none()) {
             return Err(invalid(
-                "`listen` applies to a single `url` server without `prefix`; several servers (or a prefix) are served on stdio"
+                "`listen` does not apply to a single stdio server without `prefix` (it is served on stdio)"
                     .to_owned(),
             ));
         }
-        if c.listen.is_some() && c.servers.iter().all(|s| s.url.is_none()) {
+        if c.listen.is_none() && (c.max_sessions.is_some() || c.session_idle_secs.is_some()) {
             return Err(invalid(
-                "`listen` applies to a `url` server only (stdio servers are served on stdio)"
-                    .to_owned(),
+                "`max_sessions` and `session_idle_secs` apply with `listen` only".to_owned(),
+            ));
+        }
+        if c.max_sessions == Some(0) || c.session_idle_secs == Some(0) {
+            return Err(invalid(
+                "`max_sessions` and `session_idle_secs` must be at least 1".to_owned(),
             ));
         }
         Ok(c)
@@ -273,16 +284,16 @@ mod tests {
                 "belong to",
             ),
             (
-                "listen: 127.0.0.1:1\nservers:\n  - name: a\n    url: http://h/mcp\n  - name: b\n    command: x\n",
-                "several servers",
-            ),
-            (
-                "listen: 127.0.0.1:1\nservers:\n  - name: a\n    url: http://h/mcp\n    prefix: a_\n",
-                "several servers",
-            ),
-            (
                 "listen: 127.0.0.1:1\nservers:\n  - name: a\n    command: x\n",
                 "listen",
+            ),
+            (
+                "max_sessions: 2\nservers:\n  - name: a\n    command: x\n  - name: b\n    command: y\n",
+                "with `listen` only",
+            ),
+            (
+                "listen: 127.0.0.1:1\nmax_sessions: 0\nservers:\n  - name: a\n    command: x\n  - name: b\n    command: y\n",
+                "at least 1",
             ),
             (
                 "durability: fast\nservers:\n  - name: a\n    command: x\n",
@@ -344,5 +355,21 @@ mod tests {
         .unwrap();
         assert!(!c.is_multi());
         assert!(c.servers[0].server_command().is_none());
+    }
+
+    #[test]
+    fn several_servers_may_listen_with_session_limits() {
+        let c = parse(
+            "listen: 127.0.0.1:2\nmax_sessions: 8\nsession_idle_secs: 60\nservers:\n  - name: a\n    command: x\n  - name: web\n    url: http://127.0.0.1:1/mcp\n",
+        )
+        .unwrap();
+        assert!(c.is_multi());
+        assert_eq!(c.max_sessions, Some(8));
+        assert_eq!(c.session_idle_secs, Some(60));
+        // A prefix makes a single stdio server a multi gateway, which may listen.
+        let c =
+            parse("listen: 127.0.0.1:2\nservers:\n  - name: a\n    command: x\n    prefix: a_\n")
+                .unwrap();
+        assert!(c.is_multi());
     }
 }

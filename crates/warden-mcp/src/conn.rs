@@ -7,8 +7,8 @@
 //! in both directions, is forwarded byte-for-byte.
 
 use crate::McpError;
-use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial, reserved, rewrite};
-use crate::gate::{Gated, Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
+use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial, reserved};
+use crate::gate::{Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
 use crate::jsonrpc::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, classify, error_line, id_key, line,
     result_line, tool_error,
@@ -60,8 +60,19 @@ impl ServerCommand {
     }
 
     /// Starts the process with piped stdin/stdout (stderr inherited: the
-    /// server's own messages go to the gateway's stderr).
-    pub(crate) fn spawn(&self) -> Result<tokio::process::Child, String> {
+    /// server's own messages go to the gateway's stderr) and pumps it: what
+    /// is sent on the returned queue is written to its stdin, each message on
+    /// its stdout (at most `max` bytes) goes to `out` in order. When its
+    /// stdout ends (EOF, a read error, or an oversize message, which stops
+    /// it) the process is reaped, killed if it has not exited within 2 s, and
+    /// `out` is told. `who` names the server in the gateway's log.
+    /// Returns the queue and the task reading its output.
+    pub(crate) fn start(
+        &self,
+        max: usize,
+        who: String,
+        out: impl ServerOutput,
+    ) -> Result<(mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>), String> {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -72,8 +83,92 @@ impl ServerCommand {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        cmd.spawn()
-            .map_err(|e| format!("cannot start {:?}: {e}", self.program))
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", self.program))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("server stdio not captured".to_owned());
+        };
+        let (tx, _writer) = write_queue(stdin);
+        let reader = tokio::spawn(async move {
+            let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
+            loop {
+                match read_frame(&mut stdout, max).await {
+                    Ok(Frame::Line(l)) => out.line(l).await,
+                    Ok(Frame::Oversize) => {
+                        eprintln!("warden mcp: {who} sent a message over {max} bytes; stopping it");
+                        break;
+                    }
+                    Ok(Frame::Eof) | Err(_) => break,
+                }
+            }
+            // Its stdout is gone: the process is of no further use.
+            if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+            out.exited().await;
+        });
+        Ok((tx, reader))
+    }
+}
+
+/// Where a stdio server's output goes (one server generation).
+pub(crate) trait ServerOutput: Send + Sync + 'static {
+    /// One message (without its newline), in the order the server wrote them.
+    fn line(&self, bytes: Vec<u8>) -> impl Future<Output = ()> + Send;
+    /// The server's output ended and its process was reaped.
+    fn exited(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// A bounded queue whose messages a task writes to `w` (flushed each), until
+/// every sender is gone or a write fails. Bounded: a reader that does not
+/// keep up holds the writers back instead of growing memory.
+pub(crate) fn write_queue<W>(w: W) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let task = tokio::spawn(async move {
+        let mut w = w;
+        while let Some(bytes) = rx.recv().await {
+            if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// Reads a client's newline-delimited messages from `input` until it closes,
+/// handing each to `on_line` in order; a message over `max` bytes is answered
+/// on `client` with an error (it is never buffered whole).
+pub(crate) async fn read_client<R, F, Fut>(
+    input: R,
+    max: usize,
+    client: mpsc::Sender<Vec<u8>>,
+    mut on_line: F,
+) -> Result<(), McpError>
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut reader = BufReader::with_capacity(64 * 1024, input);
+    loop {
+        match read_frame(&mut reader, max).await {
+            Ok(Frame::Eof) => return Ok(()),
+            Ok(Frame::Oversize) => {
+                let msg = format!("message exceeds the gateway limit of {max} bytes");
+                let _ = client
+                    .send(error_line(&Value::Null, INVALID_REQUEST, &msg))
+                    .await;
+            }
+            Ok(Frame::Line(l)) => on_line(l).await,
+            Err(e) => return Err(McpError::Io(e)),
+        }
     }
 }
 
@@ -238,16 +333,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    // Bounded: a client that does not read holds the server back instead of growing memory.
-    let (client_tx, mut client_rx) = mpsc::channel::<Vec<u8>>(256);
-    let writer = tokio::spawn(async move {
-        let mut output = output;
-        while let Some(bytes) = client_rx.recv().await {
-            if output.write_all(&bytes).await.is_err() || output.flush().await.is_err() {
-                break;
-            }
-        }
-    });
+    let (client_tx, writer) = write_queue(output);
     let conn = Arc::new(Conn {
         session: format!("mcp-{}", warden_core::Decision::new_id()),
         gw,
@@ -263,25 +349,14 @@ where
             restarts: Restarts::new(),
             reader: None,
         }),
-        client: Mutex::new(Some(client_tx)),
+        client: Mutex::new(Some(client_tx.clone())),
         restart: tokio::sync::Mutex::new(()),
         next_own: AtomicU64::new(1),
     });
     conn.spawn_upstream().map_err(McpError::Upstream)?;
     let max = conn.gw.max_message_bytes();
-    let mut reader = BufReader::with_capacity(64 * 1024, input);
-    let result = loop {
-        match read_frame(&mut reader, max).await {
-            Ok(Frame::Eof) => break Ok(()),
-            Ok(Frame::Oversize) => {
-                let msg = format!("message exceeds the gateway limit of {max} bytes");
-                conn.send_client(error_line(&Value::Null, INVALID_REQUEST, &msg))
-                    .await;
-            }
-            Ok(Frame::Line(l)) => conn.on_client(l).await,
-            Err(e) => break Err(McpError::Io(e)),
-        }
-    };
+    let c = &conn;
+    let result = read_client(input, max, client_tx, |l| c.on_client(l)).await;
     conn.shutdown().await;
     if let Ok(mut c) = conn.client.lock() {
         c.take();
@@ -310,48 +385,17 @@ impl Conn {
 
     /// Starts the server process (generation n+1) with its reader and writer tasks.
     fn spawn_upstream(self: &Arc<Self>) -> Result<(), String> {
-        let mut child = self.cmd.spawn()?;
-        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err("server stdio not captured".to_owned());
-        };
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-        tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                if stdin.write_all(&bytes).await.is_err() || stdin.flush().await.is_err() {
-                    break;
-                }
-            }
-        });
         let generation = {
             let mut st = lock(&self.state);
             st.generation += 1;
             st.generation
         };
-        let me = Arc::clone(self);
+        let out = ConnOutput {
+            conn: Arc::clone(self),
+            generation,
+        };
         let max = self.gw.max_message_bytes();
-        let reader = tokio::spawn(async move {
-            let mut out = BufReader::with_capacity(64 * 1024, stdout);
-            loop {
-                match read_frame(&mut out, max).await {
-                    Ok(Frame::Line(l)) => me.on_server(l, generation).await,
-                    Ok(Frame::Oversize) => {
-                        eprintln!(
-                            "warden mcp: server sent a message over {max} bytes; stopping it"
-                        );
-                        break;
-                    }
-                    Ok(Frame::Eof) | Err(_) => break,
-                }
-            }
-            // Its stdout is gone: the process is of no further use.
-            if tokio::time::timeout(Duration::from_secs(2), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
-            me.on_upstream_exit(generation).await;
-        });
+        let (tx, reader) = self.cmd.start(max, "the server".to_owned(), out)?;
         let mut st = lock(&self.state);
         st.upstream = Some(Upstream {
             tx,
@@ -662,31 +706,14 @@ impl Conn {
             self.gw.refuse(&self.session, &tool, method, args, &reasons);
             return self.send_client(denial(&id, method, &reasons)).await;
         }
-        let gw = Arc::clone(&self.gw);
-        let session = self.session.clone();
-        let may_wait = gw.may_wait(Point::PreToolCall, &session, &tool, method, args.clone());
-        let (t, original) = (tool.clone(), args.clone());
-        let gated = crate::calls::decide(may_wait, move || gw.before(&session, &t, method, args))
-            .await
-            .unwrap_or_else(|e| Gated::Deny {
-                decision_id: String::new(),
-                reasons: vec!["runtime_error:internal".to_owned(), e],
-            });
-        let (args, decision_id) = match gated {
-            Gated::Proceed { args, decision_id } => (args, decision_id),
-            Gated::Deny { reasons, .. } => {
-                return self.send_client(denial(&id, method, &reasons)).await;
-            }
-        };
-        let bytes = if args == original {
-            serde_json::to_vec(&msg).unwrap_or_default()
-        } else {
-            if let Err(e) = rewrite(&mut msg, method, args) {
-                let reasons = vec!["runtime_error:internal".to_owned(), e];
-                return self.send_client(denial(&id, method, &reasons)).await;
-            }
-            serde_json::to_vec(&msg).unwrap_or_default()
-        };
+        let decision_id =
+            match crate::calls::before_call(&self.gw, &self.session, &tool, method, args, &mut msg)
+                .await
+            {
+                Ok((decision_id, _)) => decision_id,
+                Err(reasons) => return self.send_client(denial(&id, method, &reasons)).await,
+            };
+        let bytes = serde_json::to_vec(&msg).unwrap_or_default();
         let pending = Pending::Call {
             tool,
             method,
@@ -826,6 +853,22 @@ impl Conn {
     async fn after_call(self: Arc<Self>, msg: Value, id: Value, call: CallInfo) {
         let out = checked_result(Arc::clone(&self.gw), &self.session, msg, &id, call).await;
         self.send_client(out).await;
+    }
+}
+
+/// One generation of the server's output, fed to its connection.
+struct ConnOutput {
+    conn: Arc<Conn>,
+    generation: u64,
+}
+
+impl ServerOutput for ConnOutput {
+    async fn line(&self, bytes: Vec<u8>) {
+        self.conn.on_server(bytes, self.generation).await;
+    }
+
+    async fn exited(&self) {
+        self.conn.on_upstream_exit(self.generation).await;
     }
 }
 

@@ -11,10 +11,10 @@
 use crate::McpError;
 use crate::calls::{
     CallInfo, INTERCEPTED, ToolBook, call_target, checked_result, denial, is_notification_method,
-    reserved, rewrite,
+    reserved,
 };
 use crate::conn::OWN_ID_PREFIX;
-use crate::gate::{Gated, Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
+use crate::gate::{Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
 use crate::jsonrpc::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, PARSE_ERROR, classify, error_line,
     id_key, result_line, tool_error,
@@ -32,7 +32,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use warden_core::Point;
 
 /// JSON-RPC error for a request whose `Mcp-Method`/`Mcp-Name` headers
 /// disagree with its body (MCP 2026-07-28 `HeaderMismatch`).
@@ -104,11 +103,16 @@ pub(crate) fn upstream_uri(url: &str) -> Result<hyper::Uri, String> {
     Ok(uri)
 }
 
-fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response<Body> {
+pub(crate) fn rpc_error(
+    status: StatusCode,
+    id: &Value,
+    code: i64,
+    message: &str,
+) -> Response<Body> {
     json_response(status, error_line(id, code, message))
 }
 
-fn json_response(status: StatusCode, mut bytes: Vec<u8>) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, mut bytes: Vec<u8>) -> Response<Body> {
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
     }
@@ -121,7 +125,7 @@ fn json_response(status: StatusCode, mut bytes: Vec<u8>) -> Response<Body> {
     r
 }
 
-fn session_of(headers: &HeaderMap) -> String {
+pub(crate) fn session_of(headers: &HeaderMap) -> String {
     headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
@@ -153,43 +157,75 @@ fn headers_match(headers: &HeaderMap, msg: &Value) -> Result<(), String> {
     Ok(())
 }
 
-async fn post(State(h): State<Arc<Http>>, headers: HeaderMap, body: Body) -> Response<Body> {
-    let max = h.gw.max_message_bytes();
+/// A POSTed message: at most `max` bytes (else 413), one JSON-RPC message
+/// (not a batch), valid, and its `Mcp-Method`/`Mcp-Name` headers agreeing
+/// with it; else the error response to send instead.
+pub(crate) async fn read_post(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<(Bytes, Value), Response<Body>> {
     let bytes = match Limited::new(body, max).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
             let msg = format!("message exceeds the gateway limit of {max} bytes");
-            return rpc_error(
+            return Err(rpc_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &Value::Null,
                 INVALID_REQUEST,
                 &msg,
-            );
+            ));
         }
     };
     let msg: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
             let text = format!("invalid JSON: {e}");
-            return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, PARSE_ERROR, &text);
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                PARSE_ERROR,
+                &text,
+            ));
         }
     };
     if msg.is_array() {
-        return rpc_error(
+        return Err(rpc_error(
             StatusCode::BAD_REQUEST,
             &Value::Null,
             INVALID_REQUEST,
             "JSON-RPC batches are not part of MCP since 2025-06-18",
-        );
+        ));
     }
-    if let Err(e) = headers_match(&headers, &msg) {
+    if let Err(e) = headers_match(headers, &msg) {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
-        return rpc_error(StatusCode::BAD_REQUEST, &id, HEADER_MISMATCH, &e);
+        return Err(rpc_error(StatusCode::BAD_REQUEST, &id, HEADER_MISMATCH, &e));
     }
+    if let Kind::Invalid(why) = classify(&msg) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            why,
+        ));
+    }
+    if matches!(classify(&msg), Kind::Notification) && !is_notification_method(&msg) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            "only `notifications/*` methods may be sent without an id",
+        ));
+    }
+    Ok((bytes, msg))
+}
+
+async fn post(State(h): State<Arc<Http>>, headers: HeaderMap, body: Body) -> Response<Body> {
+    let (bytes, msg) = match read_post(&headers, body, h.gw.max_message_bytes()).await {
+        Ok(m) => m,
+        Err(refused) => return refused,
+    };
     match classify(&msg) {
-        Kind::Invalid(why) => {
-            rpc_error(StatusCode::BAD_REQUEST, &Value::Null, INVALID_REQUEST, why)
-        }
         Kind::Request { id, method } => {
             let id = id.clone();
             if id.as_str().is_some_and(|s| s.starts_with(OWN_ID_PREFIX)) {
@@ -209,11 +245,12 @@ async fn post(State(h): State<Arc<Http>>, headers: HeaderMap, body: Body) -> Res
             });
             h.forward(&headers, bytes, post, id).await
         }
-        Kind::Notification if !is_notification_method(&msg) => rpc_error(
+        // Refused by read_post.
+        Kind::Invalid(_) => rpc_error(
             StatusCode::BAD_REQUEST,
             &Value::Null,
             INVALID_REQUEST,
-            "only `notifications/*` methods may be sent without an id",
+            "invalid message",
         ),
         Kind::Notification | Kind::Response { .. } => {
             h.forward(&headers, bytes, None, Value::Null).await
@@ -499,23 +536,15 @@ impl Http {
             self.gw.refuse(&session, &tool, method, args, &reasons);
             return deny(&reasons);
         }
-        let gw = Arc::clone(&self.gw);
-        let may_wait = gw.may_wait(Point::PreToolCall, &session, &tool, method, args.clone());
-        let (t, s, original) = (tool.clone(), session.clone(), args.clone());
-        let gated = crate::calls::decide(may_wait, move || gw.before(&s, &t, method, args))
-            .await
-            .unwrap_or_else(|e| Gated::Deny {
-                decision_id: String::new(),
-                reasons: vec!["runtime_error:internal".to_owned(), e],
-            });
-        let (args, decision_id) = match gated {
-            Gated::Proceed { args, decision_id } => (args, decision_id),
-            Gated::Deny { reasons, .. } => return deny(&reasons),
+        let (decision_id, rewritten) = match crate::calls::before_call(
+            &self.gw, &session, &tool, method, args, &mut msg,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(reasons) => return deny(&reasons),
         };
-        if args != original {
-            if let Err(e) = rewrite(&mut msg, method, args) {
-                return deny(&["runtime_error:internal".to_owned(), e]);
-            }
+        if rewritten {
             // Keep the routing header in step with a rewritten target.
             let target = match method {
                 "resources/read" => msg["params"]["uri"].as_str(),

@@ -19,7 +19,9 @@
 //! or Streamable HTTP servers (`warden mcp --config`, [`GatewayConfig`],
 //! [`UpstreamTransport`]): lists aggregated,
 //! requests routed by tool, prompt or resource with ids mapped both ways,
-//! names offered twice refused. docs/mcp.md has the full mapping.
+//! names offered twice refused. [`serve_multi_http`] serves the same hub over
+//! Streamable HTTP, one hub per client session (`--listen`, [`ListenLimits`]).
+//! docs/mcp.md has the full mapping.
 
 mod calls;
 mod config;
@@ -28,6 +30,7 @@ mod error;
 mod gate;
 mod http;
 pub mod jsonrpc;
+mod listen;
 mod multi;
 mod pins;
 mod sse;
@@ -42,6 +45,10 @@ pub use gate::{
     RESERVED_TOOLS, post_args,
 };
 pub use http::{HEADER_MISMATCH, serve_http};
+pub use listen::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, LISTEN_PATH, ListenLimits, SERVER_BUSY,
+    serve_multi_http,
+};
 pub use multi::{
     REASON_AMBIGUOUS, REASON_UNKNOWN_PROMPT, REASON_UNKNOWN_RESOURCE, UpstreamSpec,
     UpstreamTransport, serve_multi_stdio,

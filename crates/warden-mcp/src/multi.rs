@@ -18,11 +18,13 @@
 //! same way, so routing, policy, pins and restarts do not know which it is.
 
 use crate::McpError;
-use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial, rewrite};
-use crate::conn::{Frame, OWN_ID_PREFIX, OWN_REQUEST_TIMEOUT, Restarts, ServerCommand, read_frame};
+use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial};
+use crate::conn::{
+    OWN_ID_PREFIX, OWN_REQUEST_TIMEOUT, Restarts, ServerCommand, ServerOutput, read_client,
+    write_queue,
+};
 use crate::gate::{
-    Gated, Gateway, REASON_DUPLICATE_TOOL, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN,
-    RESERVED_TOOLS,
+    Gateway, REASON_DUPLICATE_TOOL, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS,
 };
 use crate::jsonrpc::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, classify, error_line, id_key, line,
@@ -34,7 +36,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use warden_core::Point;
 
@@ -48,7 +50,7 @@ pub const REASON_AMBIGUOUS: &str = "mcp:duplicate_target";
 const UP_ID_PREFIX: &str = "warden-up-";
 
 /// One named upstream of a multi-upstream gateway.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UpstreamSpec {
     /// The gateway deciding this upstream's calls; its server label is the
     /// upstream's name (pins, `context.mcp.server`).
@@ -150,7 +152,7 @@ struct HubState {
     prompt_routes: HashMap<String, Route>,
 }
 
-struct Hub {
+pub(crate) struct Hub {
     ups: Vec<Up>,
     /// Label `""`: refusals no single upstream owns (unknown or duplicate names).
     hub_gw: Gateway,
@@ -180,95 +182,37 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(first) = upstreams.first() else {
+    let (client_tx, writer) = write_queue(output);
+    let session = format!("mcp-{}", warden_core::Decision::new_id());
+    let hub = Hub::start(upstreams, session, client_tx.clone())?;
+    let max = hub.max;
+    let h = &hub;
+    let result = read_client(input, max, client_tx, |l| h.on_client(l)).await;
+    hub.close().await;
+    drop(hub);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    result
+}
+
+/// Refuses upstream lists the hub cannot run: empty, names empty or
+/// repeated, HTTP endpoints that are not `http://` URLs.
+pub(crate) fn check_upstreams(upstreams: &[UpstreamSpec]) -> Result<(), McpError> {
+    if upstreams.is_empty() {
         return Err(McpError::Upstream("no upstream MCP servers".to_owned()));
-    };
-    let hub_gw = Gateway::new(
-        Arc::clone(first.gateway.kernel()),
-        first.gateway.agent(),
-        "",
-    );
-    let max = first.gateway.max_message_bytes();
-    let mut ups: Vec<Up> = Vec::with_capacity(upstreams.len());
-    for spec in upstreams {
-        let name = spec.gateway.server().to_owned();
-        if name.is_empty() || ups.iter().any(|u| u.name == name) {
+    }
+    for (i, spec) in upstreams.iter().enumerate() {
+        let name = spec.gateway.server();
+        if name.is_empty() || upstreams[..i].iter().any(|u| u.gateway.server() == name) {
             return Err(McpError::Upstream(format!(
                 "upstream names must be unique and non-empty (`{name}`)"
             )));
         }
-        let transport = match spec.transport {
-            UpstreamTransport::Stdio(cmd) => Transport::Stdio(cmd),
-            UpstreamTransport::Http(url) => Transport::Http(Arc::new(
-                HttpUpstream::new(&url, max)
-                    .map_err(|e| McpError::Upstream(format!("upstream `{name}`: {e}")))?,
-            )),
-        };
-        ups.push(Up {
-            name,
-            prefix: spec.prefix,
-            gw: spec.gateway,
-            transport,
-            st: Mutex::new(UpState {
-                proc: None,
-                generation: 0,
-                restarts: Restarts::new(),
-                reader: None,
-                tools: ToolBook::default(),
-                tools_fresh: false,
-                tool_names: Vec::new(),
-                prompt_names: Vec::new(),
-                uris: Vec::new(),
-                templates: Vec::new(),
-                caps: None,
-            }),
-            restart: tokio::sync::Mutex::new(()),
-        });
-    }
-    let (client_tx, mut client_rx) = mpsc::channel::<Vec<u8>>(256);
-    let writer = tokio::spawn(async move {
-        let mut output = output;
-        while let Some(bytes) = client_rx.recv().await {
-            if output.write_all(&bytes).await.is_err() || output.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-    let hub = Arc::new(Hub {
-        ups,
-        hub_gw,
-        session: format!("mcp-{}", warden_core::Decision::new_id()),
-        st: Mutex::new(HubState::default()),
-        client: Mutex::new(Some(client_tx)),
-        next_id: AtomicU64::new(1),
-        max,
-    });
-    for i in 0..hub.ups.len() {
-        // One server that cannot start does not stop the others: its calls
-        // answer `mcp:upstream_unavailable` and it is retried with back-off.
-        if let Err(e) = hub.spawn_upstream(i) {
-            eprintln!("warden mcp: upstream `{}`: {e}", hub.ups[i].name);
-            lock(&hub.ups[i].st).restarts.failed();
+        if let UpstreamTransport::Http(url) = &spec.transport {
+            crate::http::upstream_uri(url)
+                .map_err(|e| McpError::Upstream(format!("upstream `{name}`: {e}")))?;
         }
     }
-    let mut reader = BufReader::with_capacity(64 * 1024, input);
-    let result = loop {
-        match read_frame(&mut reader, max).await {
-            Ok(Frame::Eof) => break Ok(()),
-            Ok(Frame::Oversize) => {
-                let msg = format!("message exceeds the gateway limit of {max} bytes");
-                hub.send_client(error_line(&Value::Null, INVALID_REQUEST, &msg))
-                    .await;
-            }
-            Ok(Frame::Line(l)) => hub.on_client(l).await,
-            Err(e) => break Err(McpError::Io(e)),
-        }
-    };
-    hub.shutdown().await;
-    lock(&hub.client).take();
-    drop(hub);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    result
+    Ok(())
 }
 
 /// Merges `b` into `a`: objects key by key, booleans or-ed, other values kept from `a`.
@@ -336,6 +280,83 @@ pub(crate) fn template_matches(template: &str, uri: &str) -> bool {
 }
 
 impl Hub {
+    /// A hub in front of `upstreams` (checked by [`check_upstreams`]; all
+    /// gateways share a kernel and agent), deciding under the audit session
+    /// `session` and writing what the client is sent, framed, to `client`.
+    /// Every upstream is started; one that cannot start does not stop the
+    /// others (its calls answer `mcp:upstream_unavailable`, it is retried
+    /// with back-off).
+    pub(crate) fn start(
+        upstreams: Vec<UpstreamSpec>,
+        session: String,
+        client: mpsc::Sender<Vec<u8>>,
+    ) -> Result<Arc<Hub>, McpError> {
+        check_upstreams(&upstreams)?;
+        let Some(first) = upstreams.first() else {
+            return Err(McpError::Upstream("no upstream MCP servers".to_owned()));
+        };
+        let hub_gw = Gateway::new(
+            Arc::clone(first.gateway.kernel()),
+            first.gateway.agent(),
+            "",
+        );
+        let max = first.gateway.max_message_bytes();
+        let mut ups: Vec<Up> = Vec::with_capacity(upstreams.len());
+        for spec in upstreams {
+            let name = spec.gateway.server().to_owned();
+            let transport = match spec.transport {
+                UpstreamTransport::Stdio(cmd) => Transport::Stdio(cmd),
+                UpstreamTransport::Http(url) => Transport::Http(Arc::new(
+                    HttpUpstream::new(&url, max)
+                        .map_err(|e| McpError::Upstream(format!("upstream `{name}`: {e}")))?,
+                )),
+            };
+            ups.push(Up {
+                name,
+                prefix: spec.prefix,
+                gw: spec.gateway,
+                transport,
+                st: Mutex::new(UpState {
+                    proc: None,
+                    generation: 0,
+                    restarts: Restarts::new(),
+                    reader: None,
+                    tools: ToolBook::default(),
+                    tools_fresh: false,
+                    tool_names: Vec::new(),
+                    prompt_names: Vec::new(),
+                    uris: Vec::new(),
+                    templates: Vec::new(),
+                    caps: None,
+                }),
+                restart: tokio::sync::Mutex::new(()),
+            });
+        }
+        let hub = Arc::new(Hub {
+            ups,
+            hub_gw,
+            session,
+            st: Mutex::new(HubState::default()),
+            client: Mutex::new(Some(client)),
+            next_id: AtomicU64::new(1),
+            max,
+        });
+        for i in 0..hub.ups.len() {
+            if let Err(e) = hub.spawn_upstream(i) {
+                eprintln!("warden mcp: upstream `{}`: {e}", hub.ups[i].name);
+                lock(&hub.ups[i].st).restarts.failed();
+            }
+        }
+        Ok(hub)
+    }
+
+    /// Stops every upstream (stdio servers asked to exit, then killed; HTTP
+    /// sessions deleted) and lets go of the client queue.
+    pub(crate) async fn close(&self) {
+        self.shutdown().await;
+        lock(&self.client).take();
+    }
+
     fn client(&self) -> Option<mpsc::Sender<Vec<u8>>> {
         lock(&self.client).clone()
     }
@@ -355,71 +376,31 @@ impl Hub {
     /// reader and writer tasks, or an HTTP session.
     fn spawn_upstream(self: &Arc<Self>, i: usize) -> Result<(), String> {
         let up = &self.ups[i];
-        let next_generation = || {
+        let generation = {
             let mut st = lock(&up.st);
             st.generation += 1;
             st.generation
         };
-        let (tx, generation, reader) = match &up.transport {
+        let sink = UpSink {
+            hub: Arc::clone(self),
+            i,
+            generation,
+        };
+        let (tx, reader) = match &up.transport {
             Transport::Stdio(cmd) => {
-                let mut child = cmd.spawn()?;
-                let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take())
-                else {
-                    return Err("server stdio not captured".to_owned());
-                };
-                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-                tokio::spawn(async move {
-                    while let Some(bytes) = rx.recv().await {
-                        if stdin.write_all(&bytes).await.is_err() || stdin.flush().await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                let generation = next_generation();
-                let me = Arc::clone(self);
-                let max = self.max;
-                let reader = tokio::spawn(async move {
-                    let mut out = BufReader::with_capacity(64 * 1024, stdout);
-                    loop {
-                        match read_frame(&mut out, max).await {
-                            Ok(Frame::Line(l)) => me.on_server(i, l, generation).await,
-                            Ok(Frame::Oversize) => {
-                                eprintln!(
-                                    "warden mcp: upstream `{}` sent a message over {max} bytes; stopping it",
-                                    me.ups[i].name
-                                );
-                                break;
-                            }
-                            Ok(Frame::Eof) | Err(_) => break,
-                        }
-                    }
-                    if tokio::time::timeout(Duration::from_secs(2), child.wait())
-                        .await
-                        .is_err()
-                    {
-                        let _ = child.kill().await;
-                    }
-                    me.on_upstream_exit(i, generation).await;
-                });
-                (tx, generation, reader)
+                cmd.start(self.max, format!("upstream `{}`", up.name), sink)?
             }
             Transport::Http(http) => {
                 let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
-                let generation = next_generation();
                 let me = Arc::clone(self);
-                let sink = Arc::new(UpSink {
-                    hub: Arc::clone(self),
-                    i,
-                    generation,
-                });
-                let session = Arc::clone(http).session(rx, sink);
+                let session = Arc::clone(http).session(rx, Arc::new(sink));
                 let reader = tokio::spawn(async move {
                     if let Err(e) = session.await {
                         eprintln!("warden mcp: upstream `{}` is down: {e}", me.ups[i].name);
                     }
                     me.on_upstream_exit(i, generation).await;
                 });
-                (tx, generation, reader)
+                (tx, reader)
             }
         };
         let mut st = lock(&up.st);
@@ -651,26 +632,15 @@ impl Hub {
         }
     }
 
-    /// Runs `f` for every upstream concurrently; results in upstream order.
-    async fn each<T, F, Fut>(self: &Arc<Self>, f: F) -> Vec<T>
+    /// Runs `f` for every upstream concurrently; results in upstream order
+    /// ([`each_index`]).
+    async fn each<X, F, Fut>(self: &Arc<Self>, f: F) -> Vec<Result<X, String>>
     where
-        T: Send + 'static,
+        X: Send + 'static,
         F: Fn(Arc<Self>, usize) -> Fut,
-        Fut: std::future::Future<Output = T> + Send + 'static,
+        Fut: std::future::Future<Output = Result<X, String>> + Send + 'static,
     {
-        let mut set = tokio::task::JoinSet::new();
-        for i in 0..self.ups.len() {
-            let fut = f(Arc::clone(self), i);
-            set.spawn(async move { (i, fut.await) });
-        }
-        let mut out: Vec<(usize, T)> = Vec::with_capacity(self.ups.len());
-        while let Some(r) = set.join_next().await {
-            if let Ok(r) = r {
-                out.push(r);
-            }
-        }
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, t)| t).collect()
+        each_index(self.ups.len(), |i| f(Arc::clone(self), i)).await
     }
 
     /// Every page of `method` from upstream `i` (items under `key`);
@@ -807,7 +777,8 @@ impl Hub {
         lock(&self.st).prompt_routes.get(exposed).cloned()
     }
 
-    async fn on_client(self: &Arc<Self>, bytes: Vec<u8>) {
+    /// One message from the client (without its newline).
+    pub(crate) async fn on_client(self: &Arc<Self>, bytes: Vec<u8>) {
         let msg = match crate::calls::screen_client(&bytes) {
             Ok(msg) => msg,
             Err(Some(answer)) => return self.send_client(answer).await,
@@ -1368,28 +1339,13 @@ impl Hub {
             Ok(t) => t,
             Err(e) => return self.send_client(error_line(&id, INVALID_PARAMS, &e)).await,
         };
-        let gw = Arc::clone(&self.ups[i].gw);
-        let session = self.session.clone();
-        let may_wait = gw.may_wait(Point::PreToolCall, &session, &tool, method, args.clone());
-        let (t, original) = (tool.clone(), args.clone());
-        let gated = crate::calls::decide(may_wait, move || gw.before(&session, &t, method, args))
-            .await
-            .unwrap_or_else(|e| Gated::Deny {
-                decision_id: String::new(),
-                reasons: vec!["runtime_error:internal".to_owned(), e],
-            });
-        let (args, decision_id) = match gated {
-            Gated::Proceed { args, decision_id } => (args, decision_id),
-            Gated::Deny { reasons, .. } => {
-                return self.send_client(denial(&id, method, &reasons)).await;
-            }
-        };
-        if args != original
-            && let Err(e) = rewrite(&mut msg, method, args)
-        {
-            let reasons = vec!["runtime_error:internal".to_owned(), e];
-            return self.send_client(denial(&id, method, &reasons)).await;
-        }
+        let gw = &self.ups[i].gw;
+        let decision_id =
+            match crate::calls::before_call(gw, &self.session, &tool, method, args, &mut msg).await
+            {
+                Ok((decision_id, _)) => decision_id,
+                Err(reasons) => return self.send_client(denial(&id, method, &reasons)).await,
+            };
         let call = CallInfo {
             tool,
             method,
@@ -1553,11 +1509,21 @@ impl Hub {
     }
 }
 
-/// Feeds an HTTP session's messages to the hub, as the stdio reader does.
+/// Feeds one generation of an upstream's messages to the hub, whatever its transport.
 struct UpSink {
     hub: Arc<Hub>,
     i: usize,
     generation: u64,
+}
+
+impl ServerOutput for UpSink {
+    async fn line(&self, bytes: Vec<u8>) {
+        self.hub.on_server(self.i, bytes, self.generation).await;
+    }
+
+    async fn exited(&self) {
+        self.hub.on_upstream_exit(self.i, self.generation).await;
+    }
 }
 
 impl Sink for UpSink {
@@ -1571,6 +1537,35 @@ impl Sink for UpSink {
             }
         }
     }
+}
+
+/// Runs `f(i)` for every `i < n` concurrently and returns the results in
+/// index order, each at its own index: the index travels with the task, so a
+/// task that panicked answers `Err` at its index instead of shifting every
+/// later result onto the wrong upstream.
+async fn each_index<X, F, Fut>(n: usize, f: F) -> Vec<Result<X, String>>
+where
+    X: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<X, String>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut index = HashMap::with_capacity(n);
+    for i in 0..n {
+        index.insert(set.spawn(f(i)).id(), i);
+    }
+    // Every task reports exactly once; the placeholder only stands until then.
+    let mut out: Vec<Result<X, String>> = (0..n).map(|_| Err("not run".to_owned())).collect();
+    while let Some(joined) = set.join_next_with_id().await {
+        let (id, r) = match joined {
+            Ok((id, r)) => (id, r),
+            Err(e) => (e.id(), Err(format!("internal error: {e}"))),
+        };
+        if let Some(slot) = index.get(&id).and_then(|i| out.get_mut(*i)) {
+            *slot = r;
+        }
+    }
+    out
 }
 
 /// Who refused (an upstream index, or none), the target, the reasons.
@@ -1602,6 +1597,30 @@ fn routes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_keeps_results_at_their_index_when_a_task_panics() {
+        let out = each_index(4, |i| async move {
+            // The later tasks finish first, the panicking one in between.
+            tokio::time::sleep(Duration::from_millis(40 - 10 * i as u64)).await;
+            if i == 1 {
+                #[allow(clippy::panic)]
+                {
+                    panic!("upstream task 1 failed");
+                }
+            }
+            Ok::<usize, String>(i * 10)
+        })
+        .await;
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0], Ok(0));
+        assert!(
+            out[1].as_ref().is_err_and(|e| e.contains("panic")),
+            "{out:?}"
+        );
+        assert_eq!(out[2], Ok(20));
+        assert_eq!(out[3], Ok(30));
+    }
 
     #[test]
     fn templates_match() {

@@ -5,27 +5,16 @@
 
 mod common;
 
-use common::Capture;
+use common::{Capture, Harness, kernel, policy, scripted, text};
 
-use serde_json::{Value, json};
-use std::path::PathBuf;
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
-use warden_kernel::{AuditEvent, Kernel};
-use warden_mcp::{Gateway, ServerCommand, serve_stdio};
-use warden_policy::{PolicyHandle, PolicySet};
+use warden_kernel::AuditEvent;
+use warden_mcp::{Gateway, serve_stdio};
 
+/// Rules after the shared `no-writes` ([`policy`]).
 const BASE: &str = r#"
-apiVersion: warden.dev/v1
-kind: Policy
-name: mcp-test
-default: allow
-rules:
-  - id: no-writes
-    tools: [write_file]
-    effect: deny
-    reason: writes are not allowed here
   - id: deploy-approval
     tools: [deploy]
     effect: escalate
@@ -68,144 +57,39 @@ rules:
     reason: the result carried a leak marker
 "#;
 
-struct Harness {
-    w: WriteHalf<DuplexStream>,
-    r: BufReader<ReadHalf<DuplexStream>>,
-    log: PathBuf,
-    kernel: Arc<Kernel>,
-    events: Arc<Capture>,
-    notes: Vec<Value>,
-    _dir: tempfile::TempDir,
-}
-
-fn fixture() -> String {
-    format!(
-        "{}/tests/fixtures/scripted_server.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 async fn start_with(yaml: &str, opts: &[&str], max: Option<usize>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("upstream.log");
-    let set = PolicySet::from_yaml(yaml).unwrap();
     let events = Arc::new(Capture::default());
-    let kernel = Arc::new(
-        Kernel::builder(PolicyHandle::new(set))
-            .audit(events.clone())
-            .build()
-            .unwrap(),
-    );
+    let kernel = kernel(yaml, &events);
     let mut gw = Gateway::new(Arc::clone(&kernel), "agent-1", "scripted");
     if let Some(m) = max {
         gw = gw.with_max_message_bytes(m);
     }
-    let mut args = vec![fixture().into(), log.clone().into_os_string()];
-    args.extend(opts.iter().map(Into::into));
-    let cmd = ServerCommand::new("python3", args);
-    let (client, gateway_side) = tokio::io::duplex(1 << 20);
-    let (gr, gw_w) = tokio::io::split(gateway_side);
-    tokio::spawn(serve_stdio(Arc::new(gw), cmd, gr, gw_w));
-    let (r, w) = tokio::io::split(client);
-    Harness {
-        w,
-        r: BufReader::new(r),
-        log,
+    let (cmd, log) = scripted(dir.path(), "s", opts);
+    let gw = Arc::new(gw);
+    Harness::over(
+        |r, w| serve_stdio(gw, cmd, r, w),
         kernel,
+        vec![log],
         events,
-        notes: Vec::new(),
-        _dir: dir,
-    }
+        dir,
+    )
+}
+
+fn base(approval_timeout: &str) -> String {
+    policy("mcp-test", BASE).replace("APPROVAL_TIMEOUT", approval_timeout)
 }
 
 async fn start(opts: &[&str]) -> Harness {
-    let mut h = start_with(&BASE.replace("APPROVAL_TIMEOUT", "5s"), opts, None).await;
-    h.initialize().await;
+    let mut h = start_with(&base("5s"), opts, None).await;
+    initialized(&mut h).await;
     h
 }
 
-impl Harness {
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).await.unwrap();
-        self.w.write_all(b"\n").await.unwrap();
-        self.w.flush().await.unwrap();
-    }
-
-    async fn read(&mut self) -> Value {
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(20), self.r.read_line(&mut line))
-            .await
-            .expect("no message from the gateway within 20 s")
-            .unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-    }
-
-    /// Sends a request and returns its response (notifications are kept in `notes`).
-    async fn rpc(&mut self, msg: Value) -> Value {
-        let id = msg["id"].clone();
-        self.send_raw(msg.to_string().as_bytes()).await;
-        loop {
-            let m = self.read().await;
-            if m.get("id") == Some(&id) && m.get("method").is_none() {
-                return m;
-            }
-            self.notes.push(m);
-        }
-    }
-
-    async fn initialize(&mut self) {
-        let r = self
-            .rpc(
-                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": "2025-06-18", "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"}}}),
-            )
-            .await;
-        assert_eq!(r["result"]["serverInfo"]["name"], "scripted");
-        self.send_raw(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-            .await;
-    }
-
-    async fn list(&mut self, id: i64) -> Vec<String> {
-        let r = self
-            .rpc(json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {}}))
-            .await;
-        r["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    async fn call(&mut self, id: i64, tool: &str, args: Value) -> Value {
-        self.rpc(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": args}}))
-            .await
-    }
-
-    /// Messages the server received.
-    fn upstream(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn upstream_calls(&self, tool: &str) -> Vec<Value> {
-        self.upstream()
-            .into_iter()
-            .filter(|m| m["method"] == "tools/call" && m["params"]["name"] == tool)
-            .collect()
-    }
-}
-
-fn text(r: &Value) -> String {
-    r["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+/// The handshake, answered by the scripted server itself (passed through).
+async fn initialized(h: &mut Harness) {
+    let r = h.initialize().await;
+    assert_eq!(r["result"]["serverInfo"]["name"], "scripted", "{r}");
 }
 
 // A single-threaded runtime, as `warden mcp` on stdio uses.
@@ -215,7 +99,7 @@ async fn allowed_call_reaches_the_server_and_comes_back() {
     let r = h.call(1, "echo", json!({"text": "hello ✓"})).await;
     assert_eq!(r["result"].get("isError"), None, "{r}");
     assert_eq!(text(&r), r#"{"text": "hello \u2713"}"#);
-    assert_eq!(h.upstream_calls("echo").len(), 1);
+    assert_eq!(h.tool_calls(0, "echo").len(), 1);
     // The call was decided and its outcome recorded.
     let events = h.events.0.lock().unwrap();
     assert!(
@@ -233,7 +117,7 @@ async fn allowed_call_reaches_the_server_and_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_call_never_reaches_the_server_and_tool_is_hidden() {
     let mut h = start(&[]).await;
-    let tools = h.list(1).await;
+    let tools = h.tools().await;
     assert!(!tools.contains(&"write_file".to_owned()), "{tools:?}");
     assert!(tools.contains(&"echo".to_owned()));
     let r = h
@@ -244,7 +128,7 @@ async fn denied_call_never_reaches_the_server_and_tool_is_hidden() {
     // Ping afterwards so any stray forward would have been logged by now.
     h.rpc(json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}))
         .await;
-    assert!(h.upstream_calls("write_file").is_empty());
+    assert!(h.tool_calls(0, "write_file").is_empty());
 }
 
 // A single-threaded runtime, as `warden mcp` on stdio uses.
@@ -265,17 +149,17 @@ async fn escalation_waits_for_an_approver() {
     let r = h.call(1, "deploy", json!({"env": "prod"})).await;
     approver.await.unwrap();
     assert_eq!(r["result"].get("isError"), None, "{r}");
-    assert_eq!(h.upstream_calls("deploy").len(), 1);
+    assert_eq!(h.tool_calls(0, "deploy").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escalation_times_out_into_a_deny() {
-    let mut h = start_with(&BASE.replace("APPROVAL_TIMEOUT", "200ms"), &[], None).await;
-    h.initialize().await;
+    let mut h = start_with(&base("200ms"), &[], None).await;
+    initialized(&mut h).await;
     let r = h.call(1, "deploy", json!({})).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
     assert!(text(&r).contains("approval:timeout"), "{r}");
-    assert!(h.upstream_calls("deploy").is_empty());
+    assert!(h.tool_calls(0, "deploy").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +169,7 @@ async fn transform_rewrites_arguments_before_forwarding() {
         .call(1, "echo", json!({"text": "x", "mode": "dangerous"}))
         .await;
     assert_eq!(text(&r), r#"{"mode": "safe", "text": "x"}"#, "{r}");
-    let sent = h.upstream_calls("echo");
+    let sent = h.tool_calls(0, "echo");
     assert_eq!(sent[0]["params"]["arguments"]["mode"], "safe");
 }
 
@@ -310,52 +194,41 @@ async fn results_are_redacted_or_denied_after_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rug_pull_is_blocked_and_audited() {
     let mut h = start(&["--rugpull"]).await;
-    assert!(h.list(1).await.contains(&"echo".to_owned()));
+    assert!(h.tools().await.contains(&"echo".to_owned()));
     assert_eq!(
         h.call(2, "echo", json!({"text": "a"})).await["result"].get("isError"),
         None
     );
     // The second listing carries a changed description.
-    let tools = h.list(3).await;
+    let tools = h.tools().await;
     assert!(!tools.contains(&"echo".to_owned()), "{tools:?}");
     let r = h.call(4, "echo", json!({"text": "b"})).await;
     assert_eq!(r["result"]["isError"], true, "{r}");
     assert!(text(&r).contains("mcp:tool_changed"), "{r}");
-    assert_eq!(h.upstream_calls("echo").len(), 1);
+    assert_eq!(h.tool_calls(0, "echo").len(), 1);
     let events = h.events.0.lock().unwrap();
     let changed: Vec<_> = events
         .iter()
         .filter(|e| matches!(e, AuditEvent::McpToolChanged { tool, .. } if tool == "echo"))
         .collect();
     assert_eq!(changed.len(), 1, "audited once");
+    drop(events);
     // The refused call itself is audited too (a deny decision naming why).
-    assert_eq!(refusals(&events, "echo", "mcp:tool_changed"), 1);
-}
-
-/// Deny decisions recorded for `tool` whose first reason is `reason`.
-fn refusals(events: &[AuditEvent], tool: &str, reason: &str) -> usize {
-    events
-        .iter()
-        .filter(|e| {
-            matches!(e, AuditEvent::Decision { tool: Some(t), verdict: warden_core::Verdict::Deny, reasons, .. }
-                if t == tool && reasons.first().is_some_and(|r| r == reason))
-        })
-        .count()
+    assert_eq!(h.refusals("echo", "mcp:tool_changed"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_tool_names_are_rejected() {
     let mut h = start(&["--duplicate"]).await;
-    let tools = h.list(1).await;
+    let tools = h.tools().await;
     assert!(!tools.contains(&"dup".to_owned()), "{tools:?}");
     let r = h.call(2, "dup", json!({})).await;
     assert!(text(&r).contains("mcp:duplicate_tool"), "{r}");
-    assert!(h.upstream_calls("dup").is_empty());
+    assert!(h.tool_calls(0, "dup").is_empty());
     let r = h.call(3, "resources/read", json!({})).await;
     assert!(text(&r).contains("reserved"), "{r}");
-    let events = h.events.0.lock().unwrap();
-    assert_eq!(refusals(&events, "dup", "mcp:duplicate_tool"), 1);
-    assert_eq!(refusals(&events, "resources/read", "mcp:unknown_tool"), 1);
+    assert_eq!(h.refusals("dup", "mcp:duplicate_tool"), 1);
+    assert_eq!(h.refusals("resources/read", "mcp:unknown_tool"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,12 +241,9 @@ async fn calls_without_a_listing_are_checked_against_the_definitions() {
     assert!(text(&r).contains("mcp:duplicate_tool"), "{r}");
     let r = h.call(3, "nope", json!({})).await;
     assert!(text(&r).contains("mcp:unknown_tool"), "{r}");
-    assert_eq!(
-        refusals(&h.events.0.lock().unwrap(), "nope", "mcp:unknown_tool"),
-        1
-    );
+    assert_eq!(h.refusals("nope", "mcp:unknown_tool"), 1);
     let lists = h
-        .upstream()
+        .upstream(0)
         .into_iter()
         .filter(|m| m["method"] == "tools/list")
         .count();
@@ -382,8 +252,8 @@ async fn calls_without_a_listing_are_checked_against_the_definitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversize_input_get_errors_and_are_not_forwarded() {
-    let mut h = start_with(&BASE.replace("APPROVAL_TIMEOUT", "5s"), &[], Some(4096)).await;
-    h.initialize().await;
+    let mut h = start_with(&base("5s"), &[], Some(4096)).await;
+    initialized(&mut h).await;
     h.send_raw(b"{not json").await;
     assert_eq!(h.read().await["error"]["code"], -32700);
     h.send_raw(
@@ -434,10 +304,10 @@ async fn malformed_and_oversize_input_get_errors_and_are_not_forwarded() {
     .await;
     h.rpc(json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}))
         .await;
-    assert!(h.upstream_calls("write_file").is_empty());
-    assert!(h.upstream_calls("echo").is_empty());
+    assert!(h.tool_calls(0, "write_file").is_empty());
+    assert!(h.tool_calls(0, "echo").is_empty());
     assert_eq!(
-        h.upstream()
+        h.upstream(0)
             .iter()
             .filter(|m| m["method"] == "ping")
             .count(),
@@ -460,7 +330,7 @@ async fn upstream_crash_is_an_error_then_the_server_restarts() {
     let r = h.call(3, "echo", json!({"text": "after"})).await;
     assert_eq!(text(&r), r#"{"text": "after"}"#, "{r}");
     // The restarted server got the client's handshake replayed, then a listing.
-    let log = h.upstream();
+    let log = h.upstream(0);
     let inits = log.iter().filter(|m| m["method"] == "initialize").count();
     assert_eq!(inits, 2);
     assert!(
@@ -498,7 +368,7 @@ async fn other_traffic_passes_through_unchanged() {
     h.send_raw(answer).await;
     h.rpc(json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}))
         .await;
-    let raw = std::fs::read_to_string(&h.log).unwrap();
+    let raw = std::fs::read_to_string(&h.logs[0]).unwrap();
     assert!(
         raw.contains(std::str::from_utf8(answer).unwrap()),
         "byte-for-byte"
@@ -545,7 +415,7 @@ async fn resources_and_prompts_pass_their_policy_points() {
         .await;
     assert_eq!(r["result"]["messages"][0]["role"], "user");
     let reads: Vec<_> = h
-        .upstream()
+        .upstream(0)
         .into_iter()
         .filter(|m| m["method"] == "resources/read")
         .collect();
@@ -582,8 +452,8 @@ rules:
     effect: allow
 "#;
     let mut h = start_with(yaml, &[], None).await;
-    h.initialize().await;
-    let tools = h.list(1).await;
+    initialized(&mut h).await;
+    let tools = h.tools().await;
     // echo: a conditional allow ranks first, so it stays (calls are checked).
     // secret: denied unconditionally. write_file, crash: only the deny default.
     // deploy: a conditional deny then an allow.
@@ -597,7 +467,7 @@ rules:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stateless_2026_07_28_requests_need_no_handshake() {
     // No initialize: every request carries its protocol version in _meta.
-    let mut h = start_with(&BASE.replace("APPROVAL_TIMEOUT", "5s"), &[], None).await;
+    let mut h = start_with(&base("5s"), &[], None).await;
     let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "1"}});
     let r = h
@@ -614,10 +484,10 @@ async fn stateless_2026_07_28_requests_need_no_handshake() {
             "params": {"name": "write_file", "arguments": {}, "_meta": meta}}))
         .await;
     assert_eq!(r["result"]["isError"], true, "{r}");
-    let log = h.upstream();
+    let log = h.upstream(0);
     assert!(log.iter().all(|m| m["method"] != "initialize"));
     // The gateway's own listing spoke the client's protocol version.
     let own = log.iter().find(|m| m["method"] == "tools/list").unwrap();
     assert_eq!(own["params"]["_meta"], meta);
-    assert!(h.upstream_calls("write_file").is_empty());
+    assert!(h.tool_calls(0, "write_file").is_empty());
 }

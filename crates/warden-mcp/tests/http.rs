@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Capture;
+use common::{Capture, kernel, policy};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -15,20 +15,11 @@ use hyper_util::client::legacy::Client;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use warden_kernel::{AuditEvent, Kernel};
+use warden_kernel::AuditEvent;
 use warden_mcp::{Gateway, HEADER_MISMATCH, serve_http};
-use warden_policy::{PolicyHandle, PolicySet};
 
-const POLICY: &str = r#"
-apiVersion: warden.dev/v1
-kind: Policy
-name: http-test
-default: allow
-rules:
-  - id: no-writes
-    tools: [write_file]
-    effect: deny
-    reason: writes are not allowed here
+/// Rules after the shared `no-writes` ([`policy`]).
+const RULES: &str = r#"
   - id: redact-token
     points: [post_tool_call]
     tools: [slow_echo]
@@ -93,10 +84,8 @@ async fn start() -> Harness {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_url = format!("http://{}/mcp", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });
-    let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(POLICY).unwrap()))
-        .build()
-        .unwrap();
-    let gw = Gateway::new(Arc::new(kernel), "agent-1", "http-test").with_max_message_bytes(8192);
+    let kernel = kernel(&policy("http-test", RULES), &Arc::new(Capture::default()));
+    let gw = Gateway::new(kernel, "agent-1", "http-test").with_max_message_bytes(8192);
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", front.local_addr().unwrap());
     tokio::spawn(async move { serve_http(Arc::new(gw), &up_url, front).await });
@@ -232,11 +221,11 @@ async fn malformed_oversize_and_unreachable() {
     let dead_url = format!("http://{}/mcp", dead.local_addr().unwrap());
     drop(dead);
     let events = Arc::new(Capture::default());
-    let kernel = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(POLICY).unwrap()))
-        .audit(events.clone())
-        .build()
-        .unwrap();
-    let gw = Gateway::new(Arc::new(kernel), "agent-1", "dead");
+    let gw = Gateway::new(
+        kernel(&policy("http-test", RULES), &events),
+        "agent-1",
+        "dead",
+    );
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", front.local_addr().unwrap());
     tokio::spawn(async move { serve_http(Arc::new(gw), &dead_url, front).await });

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::{Capture, Harness, kernel, scripted, text};
+use common::{Capture, Harness, WEB_NO_BLOCKED_ECHO, kernel, policy, scripted, text};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -18,23 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_mcp::{Gateway, PinStore, UpstreamSpec, UpstreamTransport};
-
-const POLICY: &str = r#"
-apiVersion: warden.dev/v1
-kind: Policy
-name: multi-http-test
-default: allow
-rules:
-  - id: no-writes
-    tools: [write_file]
-    effect: deny
-    reason: writes are not allowed here
-  - id: web-no-blocked-echo
-    tools: [echo]
-    when: context.mcp.server == "web" && args.text == "blocked"
-    effect: deny
-    reason: the web server may not echo that
-"#;
 
 /// The gateway's message limit in these tests.
 const MAX: usize = 64 * 1024;
@@ -242,7 +225,7 @@ fn free_addr() -> SocketAddr {
 fn gateway(addr: SocketAddr, prefix: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let events = Arc::new(Capture::default());
-    let kernel = kernel(POLICY, &events);
+    let kernel = kernel(&policy("multi-http-test", WEB_NO_BLOCKED_ECHO), &events);
     let pins = Arc::new(PinStore::in_memory());
     let gw = |name: &str| {
         Arc::new(
@@ -267,12 +250,18 @@ fn gateway(addr: SocketAddr, prefix: &str) -> Harness {
     Harness::connect(specs, vec![log], events, dir)
 }
 
-async fn up(prefix: &str) -> (Arc<Srv>, Harness) {
+/// A server set up by `setup`, listening, and a gateway in front of it (no handshake yet).
+async fn listening(setup: impl FnOnce(&Srv), prefix: &str) -> (Arc<Srv>, Harness) {
     let srv = Arc::new(Srv::default());
+    setup(&srv);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     serve(&srv, l);
-    let mut h = gateway(addr, prefix);
+    (srv, gateway(addr, prefix))
+}
+
+async fn up(prefix: &str) -> (Arc<Srv>, Harness) {
+    let (srv, mut h) = listening(|_| {}, prefix).await;
     let r = h.initialize().await;
     assert_eq!(
         r["result"]["serverInfo"]["name"], "warden-mcp-gateway",
@@ -298,24 +287,12 @@ async fn until_back(h: &mut Harness, tool: &str, want: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_stdio_upstreams_route_share_one_session_and_it_is_deleted_at_exit() {
-    let srv = Arc::new(Srv::default());
-    srv.offer_get.store(true, Ordering::SeqCst);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    serve(&srv, l);
-    let mut h = gateway(addr, "h_");
+    let (srv, mut h) = listening(|s| s.offer_get.store(true, Ordering::SeqCst), "h_").await;
     let r = h.initialize().await;
     assert_eq!(r["result"]["protocolVersion"], "2025-06-18", "{r}");
     assert!(r["result"]["capabilities"]["logging"].is_object(), "{r}");
 
-    let tools = h.tools().await;
-    for t in ["echo", "secret", "h_echo", "h_slow_echo"] {
-        assert!(tools.contains(&t.to_owned()), "{t} missing: {tools:?}");
-    }
-    assert!(
-        !tools.iter().any(|t| t.ends_with("write_file")),
-        "{tools:?}"
-    );
+    h.shows(&["echo", "secret", "h_echo", "h_slow_echo"]).await;
 
     let r = h.call(json!("c-1"), "h_echo", json!({"text": "hi"})).await;
     assert_eq!(r["id"], "c-1");
@@ -533,12 +510,7 @@ async fn an_oversize_or_unfinished_http_answer_fails_closed() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn stateless_requests_carry_their_version_and_routing_headers() {
-    let srv = Arc::new(Srv::default());
-    srv.stateless.store(true, Ordering::SeqCst);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    serve(&srv, l);
-    let mut h = gateway(addr, "h_");
+    let (srv, mut h) = listening(|s| s.stateless.store(true, Ordering::SeqCst), "h_").await;
     // No initialize: the call carries its protocol version in `_meta`.
     let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
     let r = h

@@ -1,10 +1,11 @@
-//! Shared by the multi-upstream gateway tests: a client on an in-memory pipe
-//! in front of `serve_multi_stdio`, the scripted stdio server fixture
-//! (tests/fixtures/scripted_server.py, logging what it receives) and an
-//! audit sink the tests read back.
+//! Shared by the gateway tests: a client on an in-memory pipe in front of
+//! `serve_stdio` or `serve_multi_stdio`, the scripted stdio server fixture
+//! (tests/fixtures/scripted_server.py, logging what it receives), the policy
+//! every suite starts from and an audit sink the tests read back.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{Value, json};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +28,25 @@ impl AuditSink for Capture {
         Ok(())
     }
 }
+
+/// A policy named `name` (default allow) whose first rule denies
+/// `write_file`, which every suite checks never reaches a server, followed
+/// by `rules` (YAML list items indented two spaces).
+pub fn policy(name: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: warden.dev/v1\nkind: Policy\nname: {name}\ndefault: allow\nrules:\n  - id: no-writes\n    tools: [write_file]\n    effect: deny\n    reason: writes are not allowed here\n{rules}"
+    )
+}
+
+/// Rules for the suites with an upstream named `web`: its `echo` may not
+/// echo `blocked` (another server's `echo` may), scoped by `context.mcp.server`.
+pub const WEB_NO_BLOCKED_ECHO: &str = r#"
+  - id: web-no-blocked-echo
+    tools: [echo]
+    when: context.mcp.server == "web" && args.text == "blocked"
+    effect: deny
+    reason: the web server may not echo that
+"#;
 
 /// A kernel deciding by `policy` and auditing into `events`.
 pub fn kernel(policy: &str, events: &Arc<Capture>) -> Arc<Kernel> {
@@ -59,6 +79,7 @@ pub struct Harness {
     pub r: BufReader<ReadHalf<DuplexStream>>,
     /// Message logs of the scripted upstreams, by upstream index.
     pub logs: Vec<PathBuf>,
+    pub kernel: Arc<Kernel>,
     pub events: Arc<Capture>,
     /// Messages read while waiting for a response.
     pub notes: Vec<Value>,
@@ -73,14 +94,38 @@ impl Harness {
         events: Arc<Capture>,
         dir: tempfile::TempDir,
     ) -> Harness {
+        let kernel = Arc::clone(specs[0].gateway.kernel());
+        Harness::over(
+            |r, w| serve_multi_stdio(specs, r, w),
+            kernel,
+            logs,
+            events,
+            dir,
+        )
+    }
+
+    /// Runs the gateway `serve` starts on the far end of an in-memory pipe.
+    pub fn over<F, Fut>(
+        serve: F,
+        kernel: Arc<Kernel>,
+        logs: Vec<PathBuf>,
+        events: Arc<Capture>,
+        dir: tempfile::TempDir,
+    ) -> Harness
+    where
+        F: FnOnce(ReadHalf<DuplexStream>, WriteHalf<DuplexStream>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send,
+    {
         let (client, gateway_side) = tokio::io::duplex(1 << 20);
         let (gr, gw_w) = tokio::io::split(gateway_side);
-        tokio::spawn(serve_multi_stdio(specs, gr, gw_w));
+        tokio::spawn(serve(gr, gw_w));
         let (r, w) = tokio::io::split(client);
         Harness {
             w,
             r: BufReader::new(r),
             logs,
+            kernel,
             events,
             notes: Vec::new(),
             _dir: dir,
@@ -152,7 +197,22 @@ impl Harness {
         self.list("tools/list", "tools", "name").await
     }
 
-    pub async fn call(&mut self, id: Value, tool: &str, args: Value) -> Value {
+    /// Lists the tools, checks every one of `shown` is there and no
+    /// `write_file` (denied by [`policy`]) under any prefix; returns the list.
+    pub async fn shows(&mut self, shown: &[&str]) -> Vec<String> {
+        let tools = self.tools().await;
+        for t in shown {
+            assert!(tools.iter().any(|n| n == t), "{t} missing: {tools:?}");
+        }
+        assert!(
+            !tools.iter().any(|t| t.ends_with("write_file")),
+            "{tools:?}"
+        );
+        tools
+    }
+
+    pub async fn call(&mut self, id: impl Into<Value>, tool: &str, args: Value) -> Value {
+        let id: Value = id.into();
         self.rpc(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": tool, "arguments": args}}))
             .await
@@ -171,6 +231,14 @@ impl Harness {
         self.upstream(i)
             .into_iter()
             .filter(|m| m["method"] == method)
+            .collect()
+    }
+
+    /// The `tools/call`s of `tool` scripted upstream `i` received.
+    pub fn tool_calls(&self, i: usize, tool: &str) -> Vec<Value> {
+        self.calls(i, "tools/call")
+            .into_iter()
+            .filter(|m| m["params"]["name"] == tool)
             .collect()
     }
 
