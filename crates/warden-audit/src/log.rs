@@ -211,6 +211,9 @@ struct Relay(std::sync::Mutex<VecDeque<Thread>>);
 /// How many relayed appenders each woken one (and the writer) unparks.
 const RELAY_FAN_OUT: usize = 2;
 
+/// Longest a `Sync` appender sleeps before checking its record by itself.
+const RELAY_BACKSTOP: Duration = Duration::from_millis(20);
+
 impl Relay {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Thread>> {
         // A queue of thread handles: consistent whatever panicked.
@@ -455,8 +458,12 @@ impl<R: Serialize + Send + 'static> AuditLog<R> {
     fn wait_durable(&self, index: u64) -> Result<(), AuditError> {
         let shared = &*self.shared;
         loop {
-            // A stale unpark token only costs one more turn of the loop.
-            std::thread::park();
+            // A stale unpark token only costs one more turn of the loop. The
+            // timeout is a backstop for the relay: an appender that returned
+            // early (a spurious wake-up) passes on before the writer filled
+            // the relay, so in principle a chain can end with waiters left in
+            // it; they then wake on their own, late but never stuck.
+            std::thread::park_timeout(RELAY_BACKSTOP);
             if shared.durable.load(Ordering::Acquire) > index {
                 return Ok(());
             }
