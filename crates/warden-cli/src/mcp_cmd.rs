@@ -360,11 +360,7 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
                         r.agent, r.label
                     );
                     runtime
-                        .block_on(warden_mcp::serve_multi_stdio(
-                            specs,
-                            tokio::io::stdin(),
-                            tokio::io::stdout(),
-                        ))
+                        .block_on(warden_mcp::serve_multi_own_stdio(specs))
                         .map_err(anyhow::Error::from)
                 }
                 Some((listen, limits)) => runtime.block_on(async {
@@ -533,66 +529,81 @@ fn round_trips(client: &mut Client, budget: std::time::Duration) -> Result<Vec<u
 }
 
 /// `warden bench mcp`: `tools/call` round trips to a local echo server,
-/// directly and through `warden mcp` (allow-all policy, no audit), one at a
-/// time; the `mcp/tools-call` line is the difference (the added latency).
+/// directly, through `warden mcp` (allow-all policy, no audit) and through
+/// `warden mcp --config` in front of two echo servers (the call routed by
+/// name), one at a time, each for `time_ms`; the `mcp/tools-call` and
+/// `mcp/tools-call-multi` lines are the differences (the added latency).
 pub(crate) fn bench(time_ms: u64) -> Result<()> {
     let exe = std::env::current_exe()?;
-    let dir = tempfile_dir()?;
-    let policy = dir.join("bench-allow.yaml");
+    let dir = crate::bench::ScratchDir::new("mcp")?;
+    let policy = dir.0.join("bench-allow.yaml");
     std::fs::write(
         &policy,
         "apiVersion: warden.dev/v1\nkind: Policy\nname: bench\ndefault: allow\nrules:\n  - id: no-writes\n    tools: [write_file]\n    effect: deny\n",
     )?;
-    let budget = std::time::Duration::from_millis(time_ms);
-    let echo: [&std::ffi::OsStr; 2] = ["mcp".as_ref(), "--echo-server".as_ref()];
-    let direct = round_trips(&mut Client::spawn(&exe, &echo)?, budget)?;
-    let exe_os = exe.as_os_str();
-    let gated_args: [&std::ffi::OsStr; 8] = [
-        "mcp".as_ref(),
-        "--policy".as_ref(),
-        policy.as_os_str(),
-        "--agent".as_ref(),
-        "bench".as_ref(),
-        "--".as_ref(),
-        exe_os,
-        "mcp".as_ref(),
-    ];
-    let mut args: Vec<&std::ffi::OsStr> = gated_args.to_vec();
-    args.push("--echo-server".as_ref());
-    let gated = round_trips(&mut Client::spawn(&exe, &args)?, budget)?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let pct = |s: &[u64], q: f64| {
-        s.get(((s.len() - 1) as f64 * q) as usize)
-            .copied()
-            .unwrap_or(0) as f64
+    // Two echo servers; the second's tools are exposed as `b_*`, so the
+    // hub routes `echo` by name to the first.
+    let quoted = |p: &std::path::Path| -> Result<String> {
+        let Some(s) = p.to_str() else {
+            bail!("the path {} is not UTF-8", p.display());
+        };
+        Ok(serde_json::to_string(s)?)
     };
-    for (name, s) in [
-        ("mcp/tools-call/direct", &direct),
-        ("mcp/tools-call/gateway", &gated),
+    let (exe_q, policy_q) = (quoted(&exe)?, quoted(&policy)?);
+    let config = dir.0.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy: [{policy_q}]\nagent: bench\nservers:\n  - name: echo-a\n    command: {exe_q}\n    args: [mcp, --echo-server]\n  - name: echo-b\n    command: {exe_q}\n    args: [mcp, --echo-server]\n    prefix: b_\n"
+        ),
+    )?;
+    let budget = std::time::Duration::from_millis(time_ms);
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let echo = [os("mcp"), os("--echo-server")];
+    let direct = round_trips(&mut Client::spawn(&exe, &echo)?, budget)?;
+    print_latencies("mcp/tools-call/direct", &direct, None);
+    let single = [
+        os("mcp"),
+        os("--policy"),
+        policy.as_os_str(),
+        os("--agent"),
+        os("bench"),
+        os("--"),
+        exe.as_os_str(),
+        os("mcp"),
+        os("--echo-server"),
+    ];
+    let multi = [os("mcp"), os("--config"), config.as_os_str()];
+    for (workload, args) in [
+        ("mcp/tools-call", &single[..]),
+        ("mcp/tools-call-multi", &multi[..]),
     ] {
-        println!(
-            "{}",
-            json!({"workload": name, "median_ns": pct(s, 0.5), "p99_ns": pct(s, 0.99),
-                   "ops_per_sec": (1e9 / pct(s, 0.5)).round(), "samples": s.len(), "batch": 1})
-        );
+        let gated = round_trips(&mut Client::spawn(&exe, args)?, budget)?;
+        print_latencies(&format!("{workload}/gateway"), &gated, None);
+        print_latencies(workload, &gated, Some(&direct));
     }
-    println!(
-        "{}",
-        json!({"workload": "mcp/tools-call",
-               "median_ns": pct(&gated, 0.5) - pct(&direct, 0.5),
-               "p99_ns": pct(&gated, 0.99) - pct(&direct, 0.99),
-               "samples": gated.len(), "batch": 1,
-               "note": "added by the gateway: gateway minus direct round trip, per percentile"})
-    );
     Ok(())
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let p = std::env::temp_dir().join(format!(
-        "warden-bench-mcp-{}-{}",
-        std::process::id(),
-        warden_core::Decision::new_id()
-    ));
-    std::fs::create_dir_all(&p)?;
-    Ok(p)
+/// Prints one workload line: the percentiles of `samples` (sorted ns), or
+/// with `direct`, what they add to it, percentile by percentile.
+fn print_latencies(workload: &str, samples: &[u64], direct: Option<&[u64]>) {
+    let pct = |s: &[u64], q: f64| {
+        s.get(((s.len().saturating_sub(1)) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    let line = match direct {
+        None => json!({"workload": workload, "median_ns": pct(samples, 0.5),
+            "p99_ns": pct(samples, 0.99), "p999_ns": pct(samples, 0.999),
+            "ops_per_sec": (1e9 / pct(samples, 0.5)).round(),
+            "samples": samples.len(), "batch": 1}),
+        Some(d) => json!({"workload": workload,
+            "median_ns": pct(samples, 0.5) - pct(d, 0.5),
+            "p99_ns": pct(samples, 0.99) - pct(d, 0.99),
+            "p999_ns": pct(samples, 0.999) - pct(d, 0.999),
+            "samples": samples.len(), "batch": 1,
+            "note": "added by the gateway: gateway minus direct round trip, per percentile"}),
+    };
+    println!("{line}");
 }

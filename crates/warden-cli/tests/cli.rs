@@ -228,6 +228,53 @@ fn bench_prints_json_lines() {
 }
 
 #[test]
+fn bench_mcp_prints_direct_single_and_multi_gateway_lines() {
+    let out = warden(&["bench", "mcp", "--json", "--time-ms", "5"], "");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|v| v["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "mcp/tools-call/direct",
+            "mcp/tools-call/gateway",
+            "mcp/tools-call",
+            "mcp/tools-call-multi/gateway",
+            "mcp/tools-call-multi",
+        ]
+    );
+    for v in &lines {
+        // At least 1000 answered calls each, whatever the time budget.
+        assert!(v["samples"].as_u64().unwrap() >= 1000, "{v}");
+        let (median, p99, p999) = (
+            v["median_ns"].as_f64().unwrap(),
+            v["p99_ns"].as_f64().unwrap(),
+            v["p999_ns"].as_f64().unwrap(),
+        );
+        if v["workload"].as_str().unwrap().ends_with("/gateway")
+            || v["workload"] == "mcp/tools-call/direct"
+        {
+            assert!(median > 0.0 && p99 >= median && p999 >= p99, "{v}");
+        } else {
+            // Differences to the direct round trip: the same line shape plus why.
+            assert!(v["note"].as_str().unwrap().contains("minus direct"), "{v}");
+        }
+    }
+}
+
+#[test]
 fn kill_unkill_and_audit_through_the_cli() {
     let (d, p) = policy_dir();
     let data = d.path().join("data");

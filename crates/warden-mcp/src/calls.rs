@@ -156,6 +156,28 @@ pub(crate) fn screen_client(bytes: &[u8]) -> Result<Value, Option<Vec<u8>>> {
     }
 }
 
+/// Most pages of a list the gateway fetches itself before giving up (a
+/// server whose cursor never ends would otherwise keep it listing forever).
+pub(crate) const MAX_PAGES: usize = 1000;
+
+/// Params of a list request the gateway sends itself: the page `cursor`
+/// (none for the first) and the client's `_meta`, if any.
+pub(crate) fn page_params(cursor: Option<&Value>, meta: Option<&Value>) -> Value {
+    let mut params = serde_json::Map::new();
+    if let Some(c) = cursor {
+        params.insert("cursor".to_owned(), c.clone());
+    }
+    if let Some(m) = meta {
+        params.insert("_meta".to_owned(), m.clone());
+    }
+    Value::Object(params)
+}
+
+/// The `nextCursor` of a list result (`None`: that was the last page).
+pub(crate) fn next_cursor(result: &Value) -> Option<Value> {
+    result.get("nextCursor").filter(|c| !c.is_null()).cloned()
+}
+
 /// Reasons for a server tool named like a gateway action.
 pub(crate) fn reserved(tool: &str) -> Vec<String> {
     vec![

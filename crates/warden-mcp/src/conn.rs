@@ -10,28 +10,23 @@ use crate::McpError;
 use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial, reserved};
 use crate::gate::{Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
 use crate::jsonrpc::{
-    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, classify, error_line, id_key, line,
+    INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, classify, error_line, id_key,
     result_line, tool_error,
 };
-use serde_json::{Map, Value, json};
+use crate::slot::{Slot, Started};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use warden_core::Point;
 
-/// First delay before restarting a crashed server; doubles per crash up to [`MAX_BACKOFF`].
-pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
-/// Longest delay between restart attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a request the gateway sends itself (`tools/list`, a replayed
 /// `initialize`) may take.
 pub(crate) const OWN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// A server that stayed up this long starts the next crash at the initial backoff.
-const STABLE_UPTIME: Duration = Duration::from_secs(10);
 /// Prefix of request ids the gateway sends itself; clients may not use it.
 pub(crate) const OWN_ID_PREFIX: &str = "warden-gw-";
 
@@ -72,7 +67,7 @@ impl ServerCommand {
         max: usize,
         who: String,
         out: impl ServerOutput,
-    ) -> Result<(mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>), String> {
+    ) -> Result<Started, String> {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -142,6 +137,37 @@ where
     (tx, task)
 }
 
+/// What the client is sent, framed. Closed when the gateway is done with
+/// the client: answers of tasks still in flight are then dropped and the
+/// writer task can finish.
+pub(crate) struct ClientQueue(Mutex<Option<mpsc::Sender<Vec<u8>>>>);
+
+impl ClientQueue {
+    pub(crate) fn new(tx: mpsc::Sender<Vec<u8>>) -> Self {
+        ClientQueue(Mutex::new(Some(tx)))
+    }
+
+    /// Queues `bytes` for the client (nothing once closed).
+    pub(crate) async fn send(&self, bytes: Vec<u8>) {
+        let tx = self.lock().clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(bytes).await;
+        }
+    }
+
+    /// Lets go of the queue.
+    pub(crate) fn close(&self) {
+        self.lock().take();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<mpsc::Sender<Vec<u8>>>> {
+        // A sender or nothing: a panic elsewhere cannot leave it unsafe to read.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Reads a client's newline-delimited messages from `input` until it closes,
 /// handing each to `on_line` in order; a message over `max` bytes is answered
 /// on `client` with an error (it is never buffered whole).
@@ -169,50 +195,6 @@ where
             Ok(Frame::Line(l)) => on_line(l).await,
             Err(e) => return Err(McpError::Io(e)),
         }
-    }
-}
-
-/// When a crashed server may be restarted: [`INITIAL_BACKOFF`] after the
-/// first crash, doubling per crash up to [`MAX_BACKOFF`], back to the
-/// initial delay once a server stayed up [`STABLE_UPTIME`].
-#[derive(Debug)]
-pub(crate) struct Restarts {
-    next_attempt: Instant,
-    backoff: Duration,
-}
-
-impl Restarts {
-    pub(crate) fn new() -> Self {
-        Restarts {
-            next_attempt: Instant::now(),
-            backoff: INITIAL_BACKOFF,
-        }
-    }
-
-    /// `Err(text)` while the back-off runs.
-    pub(crate) fn may_start(&self) -> Result<(), String> {
-        let now = Instant::now();
-        if now < self.next_attempt {
-            return Err(format!(
-                "{REASON_UPSTREAM_DOWN}: the MCP server exited; next restart attempt in {} ms",
-                (self.next_attempt - now).as_millis()
-            ));
-        }
-        Ok(())
-    }
-
-    /// A start failed (or a server exited): wait before the next attempt.
-    pub(crate) fn failed(&mut self) {
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-    }
-
-    /// A server that had been up for `uptime` exited.
-    pub(crate) fn exited(&mut self, uptime: Duration) {
-        if uptime > STABLE_UPTIME {
-            self.backoff = INITIAL_BACKOFF;
-        }
-        self.failed();
     }
 }
 
@@ -290,23 +272,9 @@ struct Inflight {
     pending: Pending,
 }
 
-struct Upstream {
-    tx: mpsc::Sender<Vec<u8>>,
-    generation: u64,
-    started: Instant,
-}
-
 struct State {
     inflight: HashMap<String, Inflight>,
-    own: HashMap<String, oneshot::Sender<Result<Value, String>>>,
     tools: ToolBook,
-    /// The client's `initialize` params and `initialized` notification, replayed to a restarted server.
-    init: Option<Value>,
-    initialized: Option<Vec<u8>>,
-    upstream: Option<Upstream>,
-    generation: u64,
-    restarts: Restarts,
-    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct Conn {
@@ -314,9 +282,9 @@ struct Conn {
     session: String,
     cmd: ServerCommand,
     state: Mutex<State>,
-    client: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
-    restart: tokio::sync::Mutex<()>,
-    next_own: AtomicU64,
+    /// The server: its generation, restarts, own requests and the replayed handshake.
+    slot: Slot,
+    client: ClientQueue,
 }
 
 /// Runs the gateway for one client speaking MCP over `input`/`output`
@@ -340,27 +308,19 @@ where
         cmd,
         state: Mutex::new(State {
             inflight: HashMap::new(),
-            own: HashMap::new(),
             tools: ToolBook::default(),
-            init: None,
-            initialized: None,
-            upstream: None,
-            generation: 0,
-            restarts: Restarts::new(),
-            reader: None,
         }),
-        client: Mutex::new(Some(client_tx.clone())),
-        restart: tokio::sync::Mutex::new(()),
-        next_own: AtomicU64::new(1),
+        slot: Slot::new(None, Arc::new(AtomicU64::new(1))),
+        client: ClientQueue::new(client_tx.clone()),
     });
-    conn.spawn_upstream().map_err(McpError::Upstream)?;
+    conn.slot
+        .start(|generation| conn.spawn(generation))
+        .map_err(McpError::Upstream)?;
     let max = conn.gw.max_message_bytes();
     let c = &conn;
     let result = read_client(input, max, client_tx, |l| c.on_client(l)).await;
-    conn.shutdown().await;
-    if let Ok(mut c) = conn.client.lock() {
-        c.take();
-    }
+    conn.slot.stop().await;
+    conn.client.close();
     drop(conn);
     // In-flight tasks hold senders; give them a moment to deliver, then stop.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
@@ -373,100 +333,31 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Conn {
-    fn client(&self) -> Option<mpsc::Sender<Vec<u8>>> {
-        self.client.lock().ok().and_then(|c| c.clone())
-    }
-
-    async fn send_client(&self, bytes: Vec<u8>) {
-        if let Some(c) = self.client() {
-            let _ = c.send(bytes).await;
-        }
-    }
-
-    /// Starts the server process (generation n+1) with its reader and writer tasks.
-    fn spawn_upstream(self: &Arc<Self>) -> Result<(), String> {
-        let generation = {
-            let mut st = lock(&self.state);
-            st.generation += 1;
-            st.generation
-        };
+    /// Starts generation `generation` of the server process with its reader and writer tasks.
+    fn spawn(self: &Arc<Self>, generation: u64) -> Result<Started, String> {
         let out = ConnOutput {
             conn: Arc::clone(self),
             generation,
         };
         let max = self.gw.max_message_bytes();
-        let (tx, reader) = self.cmd.start(max, "the server".to_owned(), out)?;
-        let mut st = lock(&self.state);
-        st.upstream = Some(Upstream {
-            tx,
-            generation,
-            started: Instant::now(),
-        });
-        st.reader = Some(reader);
-        Ok(())
+        self.cmd.start(max, "the server".to_owned(), out)
     }
 
     /// The running server's input, restarting a crashed server (with backoff,
     /// replaying the client's initialize handshake) if needed.
     async fn upstream(self: &Arc<Self>) -> Result<(mpsc::Sender<Vec<u8>>, u64), String> {
-        if let Some(u) = &lock(&self.state).upstream {
-            return Ok((u.tx.clone(), u.generation));
-        }
-        let _restart = self.restart.lock().await;
-        let (init, initialized) = {
-            let st = lock(&self.state);
-            if let Some(u) = &st.upstream {
-                return Ok((u.tx.clone(), u.generation));
-            }
-            st.restarts.may_start()?;
-            (st.init.clone(), st.initialized.clone())
-        };
-        eprintln!("warden mcp: restarting the MCP server");
-        if let Err(e) = self.spawn_upstream() {
-            self.note_failed_start();
-            return Err(format!("{REASON_UPSTREAM_DOWN}: {e}"));
-        }
-        if let Some(params) = init {
-            if let Err(e) = self.request("initialize", params).await {
-                self.note_failed_start();
-                return Err(format!(
-                    "{REASON_UPSTREAM_DOWN}: restarted server failed to initialize: {e}"
-                ));
-            }
-            if let Some(mut note) = initialized {
-                note.push(b'\n');
-                let tx = lock(&self.state).upstream.as_ref().map(|u| u.tx.clone());
-                if let Some(tx) = tx {
-                    let _ = tx.send(note).await;
-                }
-            }
-        }
-        lock(&self.state)
-            .upstream
-            .as_ref()
-            .map(|u| (u.tx.clone(), u.generation))
-            .ok_or_else(|| format!("{REASON_UPSTREAM_DOWN}: the restarted server exited"))
-    }
-
-    fn note_failed_start(&self) {
-        let mut st = lock(&self.state);
-        st.upstream = None;
-        st.restarts.failed();
+        self.slot.running(|g| self.spawn(g), |_| {}).await
     }
 
     /// The server of `generation` is gone: every request it owed an answer
     /// gets an error (never a silent hang, never an allow).
     async fn on_upstream_exit(&self, generation: u64) {
+        if !self.slot.exited(generation) {
+            return;
+        }
         let mut failed = Vec::new();
         {
             let mut st = lock(&self.state);
-            let Some(u) = &st.upstream else { return };
-            if u.generation != generation {
-                return;
-            }
-            let uptime = u.started.elapsed();
-            st.upstream = None;
-            st.restarts.exited(uptime);
             // Definitions are re-listed (and re-checked against pins) after a restart.
             st.tools.clear();
             let keys: Vec<String> = st
@@ -480,11 +371,7 @@ impl Conn {
                     failed.push(f);
                 }
             }
-            for (_, waiter) in st.own.drain() {
-                let _ = waiter.send(Err("the MCP server exited".to_owned()));
-            }
         }
-        eprintln!("warden mcp: the MCP server exited");
         let text = format!(
             "{REASON_UPSTREAM_DOWN}: the MCP server exited before answering; the request may or may not have run"
         );
@@ -511,24 +398,7 @@ impl Conn {
                 }
                 _ => error_line(&f.id, INTERNAL_ERROR, &text),
             };
-            self.send_client(bytes).await;
-        }
-    }
-
-    async fn shutdown(&self) {
-        let reader = {
-            let mut st = lock(&self.state);
-            st.upstream = None;
-            st.reader.take()
-        };
-        if let Some(mut reader) = reader {
-            // Closing its stdin asks the server to exit; the reader reaps it.
-            if tokio::time::timeout(Duration::from_secs(5), &mut reader)
-                .await
-                .is_err()
-            {
-                reader.abort();
-            }
+            self.client.send(bytes).await;
         }
     }
 
@@ -540,40 +410,10 @@ impl Conn {
         }
     }
 
-    /// Sends a request of the gateway's own and waits for its result.
-    async fn request(self: &Arc<Self>, method: &str, params: Value) -> Result<Value, String> {
-        let n = self.next_own.fetch_add(1, Ordering::Relaxed);
-        let id = Value::String(format!("{OWN_ID_PREFIX}{n}"));
-        let (tx, rx) = oneshot::channel();
-        let (up, _) = {
-            let st = lock(&self.state);
-            match &st.upstream {
-                Some(u) => (u.tx.clone(), u.generation),
-                None => return Err("the MCP server is not running".to_owned()),
-            }
-        };
-        lock(&self.state).own.insert(id_key(&id), tx);
-        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        if up.send(line(&msg)).await.is_err() {
-            lock(&self.state).own.remove(&id_key(&id));
-            return Err("the MCP server is not running".to_owned());
-        }
-        match tokio::time::timeout(OWN_REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the MCP server exited".to_owned()),
-            Err(_) => {
-                lock(&self.state).own.remove(&id_key(&id));
-                Err(format!(
-                    "no answer to {method} within {OWN_REQUEST_TIMEOUT:?}"
-                ))
-            }
-        }
-    }
-
     async fn on_client(self: &Arc<Self>, bytes: Vec<u8>) {
         let msg = match crate::calls::screen_client(&bytes) {
             Ok(msg) => msg,
-            Err(Some(answer)) => return self.send_client(answer).await,
+            Err(Some(answer)) => return self.client.send(answer).await,
             Err(None) => return,
         };
         match classify(&msg) {
@@ -581,7 +421,7 @@ impl Conn {
             Kind::Invalid(_) => {}
             Kind::Notification => {
                 if msg.get("method").and_then(Value::as_str) == Some("notifications/initialized") {
-                    lock(&self.state).initialized = Some(bytes.clone());
+                    self.slot.remember_initialized(bytes.clone());
                 }
                 self.forward_raw(bytes).await;
             }
@@ -594,12 +434,14 @@ impl Conn {
                         "request ids starting with `{OWN_ID_PREFIX}` are reserved by the gateway"
                     );
                     return self
-                        .send_client(error_line(&id, INVALID_REQUEST, &text))
+                        .client
+                        .send(error_line(&id, INVALID_REQUEST, &text))
                         .await;
                 }
                 if lock(&self.state).inflight.contains_key(&key) {
                     return self
-                        .send_client(error_line(
+                        .client
+                        .send(error_line(
                             &id,
                             INVALID_REQUEST,
                             "a request with this id is still in flight",
@@ -631,8 +473,8 @@ impl Conn {
                             .await;
                     }
                     "initialize" => {
-                        lock(&self.state).init =
-                            Some(msg.get("params").cloned().unwrap_or(Value::Null));
+                        self.slot
+                            .remember_init(msg.get("params").cloned().unwrap_or(Value::Null));
                         self.forward_request(id, Pending::Plain, bytes).await;
                     }
                     _ => self.forward_request(id, Pending::Plain, bytes).await,
@@ -667,7 +509,7 @@ impl Conn {
                 } else {
                     error_line(&id, INTERNAL_ERROR, &e)
                 };
-                return self.send_client(out).await;
+                return self.client.send(out).await;
             }
         };
         let key = id_key(&id);
@@ -690,7 +532,7 @@ impl Conn {
                 } else {
                     error_line(&id, INTERNAL_ERROR, &text)
                 };
-                self.send_client(out).await;
+                self.client.send(out).await;
             }
         }
     }
@@ -698,20 +540,20 @@ impl Conn {
     async fn on_call(self: Arc<Self>, mut msg: Value, id: Value, method: &'static str) {
         let (tool, args) = match call_target(&msg, method) {
             Ok(t) => t,
-            Err(e) => return self.send_client(error_line(&id, INVALID_PARAMS, &e)).await,
+            Err(e) => return self.client.send(error_line(&id, INVALID_PARAMS, &e)).await,
         };
         if method == "tools/call"
             && let Err(reasons) = self.check_tool(&tool, &msg).await
         {
             self.gw.refuse(&self.session, &tool, method, args, &reasons);
-            return self.send_client(denial(&id, method, &reasons)).await;
+            return self.client.send(denial(&id, method, &reasons)).await;
         }
         let decision_id =
             match crate::calls::before_call(&self.gw, &self.session, &tool, method, args, &mut msg)
                 .await
             {
                 Ok((decision_id, _)) => decision_id,
-                Err(reasons) => return self.send_client(denial(&id, method, &reasons)).await,
+                Err(reasons) => return self.client.send(denial(&id, method, &reasons)).await,
             };
         let bytes = serde_json::to_vec(&msg).unwrap_or_default();
         let pending = Pending::Call {
@@ -746,23 +588,11 @@ impl Conn {
     /// Lists every page of the server's tools with requests of the gateway's own.
     async fn list_all(self: &Arc<Self>, meta: Option<Value>) -> Result<(), String> {
         self.upstream().await?;
-        let mut cursor: Option<Value> = None;
-        for page in 0..1000 {
-            let mut params = Map::new();
-            if let Some(c) = &cursor {
-                params.insert("cursor".to_owned(), c.clone());
-            }
-            if let Some(m) = &meta {
-                params.insert("_meta".to_owned(), m.clone());
-            }
-            let result = self.request("tools/list", Value::Object(params)).await?;
-            self.screen_list(result.clone(), page == 0);
-            cursor = result.get("nextCursor").filter(|c| !c.is_null()).cloned();
-            if cursor.is_none() {
-                return Ok(());
-            }
-        }
-        Err("more than 1000 pages of tools".to_owned())
+        self.slot
+            .pages("tools/list", meta.as_ref(), |result, first| {
+                self.screen_list(result, first);
+            })
+            .await
     }
 
     /// Pins, de-duplicates and filters one page of a `tools/list` result.
@@ -784,34 +614,23 @@ impl Conn {
         match classify(&msg) {
             Kind::Response { id } => {
                 let key = id_key(id);
-                let (own, inflight) = {
-                    let mut st = lock(&self.state);
-                    match st.own.remove(&key) {
-                        Some(w) => (Some(w), None),
-                        None => (None, st.inflight.remove(&key)),
-                    }
-                };
-                if let Some(waiter) = own {
-                    let r = match msg.get("result") {
-                        Some(r) => Ok(r.clone()),
-                        None => Err(msg.get("error").map(|e| e.to_string()).unwrap_or_default()),
-                    };
-                    let _ = waiter.send(r);
+                if self.slot.answer(&key, &msg) {
                     return;
                 }
+                let inflight = lock(&self.state).inflight.remove(&key);
                 let Some(f) = inflight.filter(|f| f.generation == generation) else {
                     // An answer to nobody (or a previous server): the client never asked.
                     eprintln!("warden mcp: dropped a response to an unknown request id {key}");
                     return;
                 };
                 match f.pending {
-                    Pending::Plain => self.send_client(with_newline(bytes)).await,
+                    Pending::Plain => self.client.send(with_newline(bytes)).await,
                     Pending::ToolsList { first_page } => match msg.get("result") {
                         Some(r) => {
                             let screened = self.screen_list(r.clone(), first_page);
-                            self.send_client(result_line(&f.id, screened)).await;
+                            self.client.send(result_line(&f.id, screened)).await;
                         }
-                        None => self.send_client(with_newline(bytes)).await,
+                        None => self.client.send(with_newline(bytes)).await,
                     },
                     Pending::Call {
                         tool,
@@ -841,9 +660,9 @@ impl Conn {
                     // Calls re-list first, so a changed definition meets its pin.
                     lock(&self.state).tools.clear();
                 }
-                self.send_client(with_newline(bytes)).await;
+                self.client.send(with_newline(bytes)).await;
             }
-            Kind::Request { .. } => self.send_client(with_newline(bytes)).await,
+            Kind::Request { .. } => self.client.send(with_newline(bytes)).await,
             Kind::Invalid(why) => {
                 eprintln!("warden mcp: dropped an invalid message from the server: {why}");
             }
@@ -852,7 +671,7 @@ impl Conn {
 
     async fn after_call(self: Arc<Self>, msg: Value, id: Value, call: CallInfo) {
         let out = checked_result(Arc::clone(&self.gw), &self.session, msg, &id, call).await;
-        self.send_client(out).await;
+        self.client.send(out).await;
     }
 }
 
@@ -877,11 +696,20 @@ fn with_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// [`serve_stdio`] on this process's own stdin and stdout. When they are
-/// pipes (as when an MCP client spawns the gateway) they are driven by the
-/// event loop directly instead of through tokio's blocking-thread stdio,
-/// which saves two thread hand-offs per message.
+/// [`serve_stdio`] on this process's own stdin and stdout ([`own_stdio`]).
 pub async fn serve_own_stdio(gw: Arc<Gateway>, cmd: ServerCommand) -> Result<(), McpError> {
+    let (input, output) = own_stdio();
+    serve_stdio(gw, cmd, input, output).await
+}
+
+/// This process's stdin and stdout for a gateway. When they are pipes (as
+/// when an MCP client spawns the gateway) they are driven by the event loop
+/// directly instead of through tokio's blocking-thread stdio, which saves
+/// two thread hand-offs per message.
+pub(crate) fn own_stdio() -> (
+    Box<dyn AsyncRead + Unpin + Send>,
+    Box<dyn AsyncWrite + Unpin + Send>,
+) {
     #[cfg(unix)]
     {
         use std::os::fd::AsFd;
@@ -896,12 +724,18 @@ pub async fn serve_own_stdio(gw: Arc<Gateway>, cmd: ServerCommand) -> Result<(),
             .try_clone_to_owned()
             .ok()
             .and_then(|fd| pipe::Sender::from_file(std::fs::File::from(fd)).ok());
-        match (input, output) {
-            (Some(i), Some(o)) => return serve_stdio(gw, cmd, i, o).await,
-            (Some(i), None) => return serve_stdio(gw, cmd, i, tokio::io::stdout()).await,
-            (None, Some(o)) => return serve_stdio(gw, cmd, tokio::io::stdin(), o).await,
-            (None, None) => {}
-        }
+        let input: Box<dyn AsyncRead + Unpin + Send> = match input {
+            Some(i) => Box::new(i),
+            None => Box::new(tokio::io::stdin()),
+        };
+        let output: Box<dyn AsyncWrite + Unpin + Send> = match output {
+            Some(o) => Box::new(o),
+            None => Box::new(tokio::io::stdout()),
+        };
+        (input, output)
     }
-    serve_stdio(gw, cmd, tokio::io::stdin(), tokio::io::stdout()).await
+    #[cfg(not(unix))]
+    {
+        (Box::new(tokio::io::stdin()), Box::new(tokio::io::stdout()))
+    }
 }

@@ -10,8 +10,8 @@
 
 use crate::McpError;
 use crate::calls::{
-    CallInfo, INTERCEPTED, ToolBook, call_target, checked_result, denial, is_notification_method,
-    reserved,
+    CallInfo, INTERCEPTED, MAX_PAGES, ToolBook, call_target, checked_result, denial,
+    is_notification_method, next_cursor, page_params, reserved,
 };
 use crate::conn::OWN_ID_PREFIX;
 use crate::gate::{Gateway, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS};
@@ -27,7 +27,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -605,16 +605,10 @@ impl Http {
         );
         headers.remove("mcp-name");
         let mut cursor: Option<Value> = None;
-        for page in 0..1000 {
+        for page in 0..MAX_PAGES {
             let n = self.next_own.fetch_add(1, Ordering::Relaxed);
             let id = Value::String(format!("{OWN_ID_PREFIX}{n}"));
-            let mut params = Map::new();
-            if let Some(c) = &cursor {
-                params.insert("cursor".to_owned(), c.clone());
-            }
-            if let Some(m) = &meta {
-                params.insert("_meta".to_owned(), m.clone());
-            }
+            let params = page_params(cursor.as_ref(), meta.as_ref());
             let body =
                 json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
             let req = self.request(
@@ -648,12 +642,12 @@ impl Http {
                     msg.get("error").unwrap_or(&Value::Null)
                 )
             })?;
-            cursor = result.get("nextCursor").filter(|c| !c.is_null()).cloned();
+            cursor = next_cursor(&result);
             self.with_book(session, |b| b.screen(&self.gw, session, result, page == 0));
             if cursor.is_none() {
                 return Ok(());
             }
         }
-        Err("more than 1000 pages of tools".to_owned())
+        Err(format!("more than {MAX_PAGES} pages of tools"))
     }
 }

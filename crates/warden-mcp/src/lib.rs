@@ -33,11 +33,12 @@ pub mod jsonrpc;
 mod listen;
 mod multi;
 mod pins;
+mod slot;
 mod sse;
 mod upstream_http;
 
 pub use config::{ConfigDurability, ConfigError, GatewayConfig, UpstreamConfig};
-pub use conn::{INITIAL_BACKOFF, MAX_BACKOFF, ServerCommand, serve_own_stdio, serve_stdio};
+pub use conn::{ServerCommand, serve_own_stdio, serve_stdio};
 pub use error::McpError;
 pub use gate::{
     DEFAULT_AGENT, DEFAULT_APPROVAL_WAIT, DEFAULT_MAX_MESSAGE_BYTES, Gated, Gateway,
@@ -51,6 +52,7 @@ pub use listen::{
 };
 pub use multi::{
     REASON_AMBIGUOUS, REASON_UNKNOWN_PROMPT, REASON_UNKNOWN_RESOURCE, UpstreamSpec,
-    UpstreamTransport, serve_multi_stdio,
+    UpstreamTransport, serve_multi_own_stdio, serve_multi_stdio,
 };
 pub use pins::{PIN_FILE, PinCheck, PinStore, tool_digest};
+pub use slot::{INITIAL_BACKOFF, MAX_BACKOFF};

@@ -20,8 +20,7 @@
 use crate::McpError;
 use crate::calls::{CallInfo, ToolBook, call_target, checked_result, denial};
 use crate::conn::{
-    OWN_ID_PREFIX, OWN_REQUEST_TIMEOUT, Restarts, ServerCommand, ServerOutput, read_client,
-    write_queue,
+    ClientQueue, OWN_ID_PREFIX, ServerCommand, ServerOutput, own_stdio, read_client, write_queue,
 };
 use crate::gate::{
     Gateway, REASON_DUPLICATE_TOOL, REASON_UNKNOWN_TOOL, REASON_UPSTREAM_DOWN, RESERVED_TOOLS,
@@ -30,14 +29,15 @@ use crate::jsonrpc::{
     INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, classify, error_line, id_key, line,
     result_line, tool_error,
 };
+use crate::slot::{Slot, Started};
 use crate::upstream_http::{HttpUpstream, Inbound, Sink};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use warden_core::Point;
 
 /// Reason of a `prompts/get` for a prompt no upstream lists.
@@ -92,17 +92,7 @@ enum Route {
     Dup(Vec<String>),
 }
 
-struct Proc {
-    tx: mpsc::Sender<Vec<u8>>,
-    generation: u64,
-    started: Instant,
-}
-
 struct UpState {
-    proc: Option<Proc>,
-    generation: u64,
-    restarts: Restarts,
-    reader: Option<tokio::task::JoinHandle<()>>,
     /// Definitions as last listed (pins, in-server duplicates, hiding).
     tools: ToolBook,
     /// Whether `tools` reflects a listing since the last restart or `list_changed`.
@@ -122,8 +112,9 @@ struct Up {
     prefix: String,
     gw: Arc<Gateway>,
     transport: Transport,
+    /// The server: its generation, restarts, own requests and the replayed handshake.
+    slot: Slot,
     st: Mutex<UpState>,
-    restart: tokio::sync::Mutex<()>,
 }
 
 /// A client request forwarded to an upstream under a gateway id.
@@ -140,13 +131,8 @@ struct HubState {
     fwd: HashMap<String, Fwd>,
     /// Client request id → (upstream, gateway id), for cancellations.
     by_client: HashMap<String, (usize, Value)>,
-    /// The gateway's own requests by id: (upstream, waiter).
-    own: HashMap<String, (usize, oneshot::Sender<Result<Value, String>>)>,
     /// Server-initiated requests by the id the client sees: (upstream, server's id).
     to_client: HashMap<String, (usize, Value)>,
-    /// The client's `initialize` params and `initialized` notification.
-    init: Option<Value>,
-    initialized: Option<Vec<u8>>,
     /// Exposed tool and prompt names → routes, rebuilt after each listing.
     tool_routes: HashMap<String, Route>,
     prompt_routes: HashMap<String, Route>,
@@ -158,8 +144,10 @@ pub(crate) struct Hub {
     hub_gw: Gateway,
     session: String,
     st: Mutex<HubState>,
-    client: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
-    next_id: AtomicU64,
+    client: ClientQueue,
+    /// Numbers of every gateway-issued id, shared with the slots' own
+    /// requests: forwarded and own requests share the `warden-gw-` prefix.
+    next_id: Arc<AtomicU64>,
     max: usize,
 }
 
@@ -192,6 +180,13 @@ where
     drop(hub);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     result
+}
+
+/// [`serve_multi_stdio`] on this process's own stdin and stdout (driven
+/// by the event loop when they are pipes, as for the single gateway).
+pub async fn serve_multi_own_stdio(upstreams: Vec<UpstreamSpec>) -> Result<(), McpError> {
+    let (input, output) = own_stdio();
+    serve_multi_stdio(upstreams, input, output).await
 }
 
 /// Refuses upstream lists the hub cannot run: empty, names empty or
@@ -301,6 +296,7 @@ impl Hub {
             "",
         );
         let max = first.gateway.max_message_bytes();
+        let ids = Arc::new(AtomicU64::new(1));
         let mut ups: Vec<Up> = Vec::with_capacity(upstreams.len());
         for spec in upstreams {
             let name = spec.gateway.server().to_owned();
@@ -312,15 +308,12 @@ impl Hub {
                 )),
             };
             ups.push(Up {
+                slot: Slot::new(Some(name.clone()), Arc::clone(&ids)),
                 name,
                 prefix: spec.prefix,
                 gw: spec.gateway,
                 transport,
                 st: Mutex::new(UpState {
-                    proc: None,
-                    generation: 0,
-                    restarts: Restarts::new(),
-                    reader: None,
                     tools: ToolBook::default(),
                     tools_fresh: false,
                     tool_names: Vec::new(),
@@ -329,7 +322,6 @@ impl Hub {
                     templates: Vec::new(),
                     caps: None,
                 }),
-                restart: tokio::sync::Mutex::new(()),
             });
         }
         let hub = Arc::new(Hub {
@@ -337,14 +329,14 @@ impl Hub {
             hub_gw,
             session,
             st: Mutex::new(HubState::default()),
-            client: Mutex::new(Some(client)),
-            next_id: AtomicU64::new(1),
+            client: ClientQueue::new(client),
+            next_id: ids,
             max,
         });
-        for i in 0..hub.ups.len() {
-            if let Err(e) = hub.spawn_upstream(i) {
-                eprintln!("warden mcp: upstream `{}`: {e}", hub.ups[i].name);
-                lock(&hub.ups[i].st).restarts.failed();
+        for (i, up) in hub.ups.iter().enumerate() {
+            // A failed start is retried with back-off on first use.
+            if let Err(e) = up.slot.start(|g| hub.spawn(i, g)) {
+                eprintln!("warden mcp: upstream `{}`: {e}", up.name);
             }
         }
         Ok(hub)
@@ -354,17 +346,7 @@ impl Hub {
     /// sessions deleted) and lets go of the client queue.
     pub(crate) async fn close(&self) {
         self.shutdown().await;
-        lock(&self.client).take();
-    }
-
-    fn client(&self) -> Option<mpsc::Sender<Vec<u8>>> {
-        lock(&self.client).clone()
-    }
-
-    async fn send_client(&self, bytes: Vec<u8>) {
-        if let Some(c) = self.client() {
-            let _ = c.send(bytes).await;
-        }
+        self.client.close();
     }
 
     fn new_id(&self, prefix: &str) -> Value {
@@ -372,24 +354,17 @@ impl Hub {
         Value::String(format!("{prefix}{n}"))
     }
 
-    /// Starts upstream `i` (next generation): a server process with its
-    /// reader and writer tasks, or an HTTP session.
-    fn spawn_upstream(self: &Arc<Self>, i: usize) -> Result<(), String> {
+    /// Starts generation `generation` of upstream `i`: a server process
+    /// with its reader and writer tasks, or an HTTP session.
+    fn spawn(self: &Arc<Self>, i: usize, generation: u64) -> Result<Started, String> {
         let up = &self.ups[i];
-        let generation = {
-            let mut st = lock(&up.st);
-            st.generation += 1;
-            st.generation
-        };
         let sink = UpSink {
             hub: Arc::clone(self),
             i,
             generation,
         };
-        let (tx, reader) = match &up.transport {
-            Transport::Stdio(cmd) => {
-                cmd.start(self.max, format!("upstream `{}`", up.name), sink)?
-            }
+        match &up.transport {
+            Transport::Stdio(cmd) => cmd.start(self.max, format!("upstream `{}`", up.name), sink),
             Transport::Http(http) => {
                 let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
                 let me = Arc::clone(self);
@@ -400,87 +375,27 @@ impl Hub {
                     }
                     me.on_upstream_exit(i, generation).await;
                 });
-                (tx, reader)
+                Ok((tx, reader))
             }
-        };
-        let mut st = lock(&up.st);
-        st.proc = Some(Proc {
-            tx,
-            generation,
-            started: Instant::now(),
-        });
-        st.reader = Some(reader);
-        Ok(())
+        }
     }
 
     /// Upstream `i`'s input, restarting it (with back-off, replaying the
     /// client's handshake) if it is down.
     async fn running(self: &Arc<Self>, i: usize) -> Result<(mpsc::Sender<Vec<u8>>, u64), String> {
         let up = &self.ups[i];
-        let down = |e: String| format!("{REASON_UPSTREAM_DOWN}: upstream `{}`: {e}", up.name);
-        if let Some(p) = &lock(&up.st).proc {
-            return Ok((p.tx.clone(), p.generation));
-        }
-        let _restart = up.restart.lock().await;
-        {
-            let st = lock(&up.st);
-            if let Some(p) = &st.proc {
-                return Ok((p.tx.clone(), p.generation));
-            }
-            st.restarts
-                .may_start()
-                .map_err(|e| format!("{e} (upstream `{}`)", up.name))?;
-        }
-        let (init, initialized) = {
-            let st = lock(&self.st);
-            (st.init.clone(), st.initialized.clone())
-        };
-        eprintln!("warden mcp: starting upstream `{}`", up.name);
-        if let Err(e) = self.spawn_upstream(i) {
-            self.failed_start(i);
-            return Err(down(e));
-        }
-        if let Some(params) = init {
-            match self.request(i, "initialize", params).await {
-                Ok(r) => lock(&up.st).caps = r.get("capabilities").cloned(),
-                Err(e) => {
-                    self.failed_start(i);
-                    return Err(down(format!("restarted server failed to initialize: {e}")));
-                }
-            }
-            if let Some(mut note) = initialized {
-                note.push(b'\n');
-                let tx = lock(&up.st).proc.as_ref().map(|p| p.tx.clone());
-                if let Some(tx) = tx {
-                    let _ = tx.send(note).await;
-                }
-            }
-        }
-        lock(&up.st)
-            .proc
-            .as_ref()
-            .map(|p| (p.tx.clone(), p.generation))
-            .ok_or_else(|| down("the restarted server exited".to_owned()))
-    }
-
-    fn failed_start(&self, i: usize) {
-        let mut st = lock(&self.ups[i].st);
-        st.proc = None;
-        st.restarts.failed();
+        let on_init = |r: &Value| lock(&up.st).caps = r.get("capabilities").cloned();
+        up.slot.running(|g| self.spawn(i, g), on_init).await
     }
 
     /// Upstream `i` of `generation` is gone: everything it owed gets an answer.
     async fn on_upstream_exit(&self, i: usize, generation: u64) {
         let up = &self.ups[i];
+        if !up.slot.exited(generation) {
+            return;
+        }
         {
             let mut st = lock(&up.st);
-            let Some(p) = &st.proc else { return };
-            if p.generation != generation {
-                return;
-            }
-            let uptime = p.started.elapsed();
-            st.proc = None;
-            st.restarts.exited(uptime);
             // Re-listed (and re-checked against pins) after a restart.
             st.tools.clear();
             st.tools_fresh = false;
@@ -500,28 +415,16 @@ impl Hub {
                     failed.push(f);
                 }
             }
-            let own: Vec<String> = st
-                .own
-                .iter()
-                .filter(|(_, (u, _))| *u == i)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in own {
-                if let Some((_, w)) = st.own.remove(&k) {
-                    let _ = w.send(Err("the MCP server exited".to_owned()));
-                }
-            }
             st.to_client.retain(|_, (u, _)| *u != i);
             failed
         };
-        eprintln!("warden mcp: upstream `{}` exited", up.name);
         let text = format!(
             "{REASON_UPSTREAM_DOWN}: upstream `{}` exited before answering; the request may or may not have run",
             up.name
         );
         for f in failed {
             let bytes = self.failed_answer(i, &f.client_id, &f.call, &text);
-            self.send_client(bytes).await;
+            self.client.send(bytes).await;
         }
     }
 
@@ -553,83 +456,41 @@ impl Hub {
     /// POST that ended without its answer): whoever waits gets an error.
     async fn unanswered(&self, i: usize, generation: u64, id: &Value, why: &str) {
         let key = id_key(id);
+        if self.ups[i].slot.fail_own(&key, why) {
+            return;
+        }
         let text = format!(
             "{REASON_UPSTREAM_DOWN}: upstream `{}`: {why}",
             self.ups[i].name
         );
-        let (own, fwd) = {
+        let fwd = {
             let mut st = lock(&self.st);
-            match st.own.get(&key) {
-                Some((u, _)) if *u == i => (st.own.remove(&key).map(|(_, w)| w), None),
-                _ => match st.fwd.get(&key) {
-                    Some(f) if f.up == i && f.generation == generation => {
-                        let f = st.fwd.remove(&key);
-                        if let Some(f) = &f {
-                            st.by_client.remove(&id_key(&f.client_id));
-                        }
-                        (None, f)
+            match st.fwd.get(&key) {
+                Some(f) if f.up == i && f.generation == generation => {
+                    let f = st.fwd.remove(&key);
+                    if let Some(f) = &f {
+                        st.by_client.remove(&id_key(&f.client_id));
                     }
-                    _ => (None, None),
-                },
+                    f
+                }
+                _ => None,
             }
         };
-        if let Some(w) = own {
-            let _ = w.send(Err(why.to_owned()));
-        }
         if let Some(f) = fwd {
             let bytes = self.failed_answer(i, &f.client_id, &f.call, &text);
-            self.send_client(bytes).await;
+            self.client.send(bytes).await;
         }
     }
 
     async fn shutdown(&self) {
         for up in &self.ups {
-            let reader = {
-                let mut st = lock(&up.st);
-                st.proc = None;
-                st.reader.take()
-            };
-            if let Some(mut reader) = reader
-                && tokio::time::timeout(Duration::from_secs(5), &mut reader)
-                    .await
-                    .is_err()
-            {
-                reader.abort();
-            }
+            up.slot.stop().await;
         }
     }
 
     /// Sends a request of the gateway's own to upstream `i` and waits for its result.
-    async fn request(
-        self: &Arc<Self>,
-        i: usize,
-        method: &str,
-        params: Value,
-    ) -> Result<Value, String> {
-        let tx = lock(&self.ups[i].st)
-            .proc
-            .as_ref()
-            .map(|p| p.tx.clone())
-            .ok_or("the MCP server is not running")?;
-        let id = self.new_id(OWN_ID_PREFIX);
-        let key = id_key(&id);
-        let (wtx, rx) = oneshot::channel();
-        lock(&self.st).own.insert(key.clone(), (i, wtx));
-        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        if tx.send(line(&msg)).await.is_err() {
-            lock(&self.st).own.remove(&key);
-            return Err("the MCP server is not running".to_owned());
-        }
-        match tokio::time::timeout(OWN_REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the MCP server exited".to_owned()),
-            Err(_) => {
-                lock(&self.st).own.remove(&key);
-                Err(format!(
-                    "no answer to {method} within {OWN_REQUEST_TIMEOUT:?}"
-                ))
-            }
-        }
+    async fn request(&self, i: usize, method: &str, params: Value) -> Result<Value, String> {
+        self.ups[i].slot.request(method, params).await
     }
 
     /// Runs `f` for every upstream concurrently; results in upstream order
@@ -667,48 +528,33 @@ impl Hub {
         // Every tool name this listing has, shown or not: the routes (and
         // so duplicate detection) follow what the server lists now.
         let mut names = Vec::new();
-        let mut cursor: Option<Value> = None;
-        for page in 0..1000 {
-            let mut params = Map::new();
-            if let Some(c) = &cursor {
-                params.insert("cursor".to_owned(), c.clone());
-            }
-            if let Some(m) = &meta {
-                params.insert("_meta".to_owned(), m.clone());
-            }
-            let mut result = self
-                .request(i, method, Value::Object(params))
-                .await
-                .map_err(|e| format!("{REASON_UPSTREAM_DOWN}: upstream `{}`: {e}", up.name))?;
-            cursor = result.get("nextCursor").filter(|c| !c.is_null()).cloned();
-            if method == "tools/list" {
-                if let Some(tools) = result.get("tools").and_then(Value::as_array) {
-                    names.extend(
-                        tools
-                            .iter()
-                            .filter_map(|t| t.get("name").and_then(Value::as_str))
-                            .map(str::to_owned),
-                    );
-                }
-                let mut st = lock(&up.st);
-                result = st.tools.screen(&up.gw, &self.session, result, page == 0);
-            }
-            if let Some(Value::Array(a)) = result.get_mut(key).map(Value::take) {
-                items.extend(a);
-            }
-            if cursor.is_none() {
-                if method == "tools/list" {
+        let tools = method == "tools/list";
+        up.slot
+            .pages(method, meta.as_ref(), |mut result, first| {
+                if tools {
+                    if let Some(listed) = result.get("tools").and_then(Value::as_array) {
+                        names.extend(
+                            listed
+                                .iter()
+                                .filter_map(|t| t.get("name").and_then(Value::as_str))
+                                .map(str::to_owned),
+                        );
+                    }
                     let mut st = lock(&up.st);
-                    st.tool_names = names;
-                    st.tools_fresh = true;
+                    result = st.tools.screen(&up.gw, &self.session, result, first);
                 }
-                return Ok(items);
-            }
+                if let Some(Value::Array(a)) = result.get_mut(key).map(Value::take) {
+                    items.extend(a);
+                }
+            })
+            .await
+            .map_err(|e| format!("{REASON_UPSTREAM_DOWN}: upstream `{}`: {e}", up.name))?;
+        if tools {
+            let mut st = lock(&up.st);
+            st.tool_names = names;
+            st.tools_fresh = true;
         }
-        Err(format!(
-            "upstream `{}`: more than 1000 pages of {method}",
-            up.name
-        ))
+        Ok(items)
     }
 
     /// Lists every upstream's tools (all pages) and rebuilds the routes;
@@ -781,7 +627,7 @@ impl Hub {
     pub(crate) async fn on_client(self: &Arc<Self>, bytes: Vec<u8>) {
         let msg = match crate::calls::screen_client(&bytes) {
             Ok(msg) => msg,
-            Err(Some(answer)) => return self.send_client(answer).await,
+            Err(Some(answer)) => return self.client.send(answer).await,
             Err(None) => return,
         };
         match classify(&msg) {
@@ -802,7 +648,8 @@ impl Hub {
                 let (id, method) = (id.clone(), method.to_owned());
                 if lock(&self.st).by_client.contains_key(&id_key(&id)) {
                     return self
-                        .send_client(error_line(
+                        .client
+                        .send(error_line(
                             &id,
                             INVALID_REQUEST,
                             "a request with this id is still in flight",
@@ -826,7 +673,9 @@ impl Hub {
     async fn client_notification(self: &Arc<Self>, mut msg: Value, bytes: Vec<u8>) {
         match msg.get("method").and_then(Value::as_str) {
             Some("notifications/initialized") => {
-                lock(&self.st).initialized = Some(bytes.clone());
+                for up in &self.ups {
+                    up.slot.remember_initialized(bytes.clone());
+                }
             }
             Some("notifications/cancelled") => {
                 let req = msg.get("params").and_then(|p| p.get("requestId"));
@@ -932,7 +781,7 @@ impl Hub {
                 &format!("method `{method}` is not routed by the multi-upstream gateway"),
             ),
         };
-        self.send_client(out).await;
+        self.client.send(out).await;
     }
 
     /// Audits a refusal (by the owning upstream's gateway when known).
@@ -986,7 +835,9 @@ impl Hub {
         }
         // Remembered for restarts whatever happened now: a server that was
         // down gets the same handshake when it comes back.
-        lock(&self.st).init = Some(params);
+        for up in &self.ups {
+            up.slot.remember_init(params.clone());
+        }
         let Some((_, version)) = versions.first().cloned() else {
             let text = format!(
                 "no upstream MCP server initialized: {}",
@@ -1337,14 +1188,14 @@ impl Hub {
     async fn gated(self: Arc<Self>, i: usize, mut msg: Value, id: Value, method: &'static str) {
         let (tool, args) = match call_target(&msg, method) {
             Ok(t) => t,
-            Err(e) => return self.send_client(error_line(&id, INVALID_PARAMS, &e)).await,
+            Err(e) => return self.client.send(error_line(&id, INVALID_PARAMS, &e)).await,
         };
         let gw = &self.ups[i].gw;
         let decision_id =
             match crate::calls::before_call(gw, &self.session, &tool, method, args, &mut msg).await
             {
                 Ok((decision_id, _)) => decision_id,
-                Err(reasons) => return self.send_client(denial(&id, method, &reasons)).await,
+                Err(reasons) => return self.client.send(denial(&id, method, &reasons)).await,
             };
         let call = CallInfo {
             tool,
@@ -1367,7 +1218,7 @@ impl Hub {
             |call: &Option<CallInfo>, text: &str| self.failed_answer(i, &client_id, call, text);
         let (tx, generation) = match self.running(i).await {
             Ok(u) => u,
-            Err(e) => return self.send_client(fail(&call, &e)).await,
+            Err(e) => return self.client.send(fail(&call, &e)).await,
         };
         let gw_id = self.new_id(OWN_ID_PREFIX);
         let key = id_key(&gw_id);
@@ -1396,7 +1247,7 @@ impl Hub {
                     "{REASON_UPSTREAM_DOWN}: upstream `{}` exited",
                     self.ups[i].name
                 );
-                self.send_client(fail(&f.call, &text)).await;
+                self.client.send(fail(&f.call, &text)).await;
             }
         }
     }
@@ -1417,41 +1268,31 @@ impl Hub {
         match classify(&msg) {
             Kind::Response { id } => {
                 let key = id_key(id);
-                let (own, fwd) = {
-                    let mut st = lock(&self.st);
-                    match st.own.remove(&key) {
-                        Some((_, w)) => (Some(w), None),
-                        None => {
-                            let f = st.fwd.remove(&key);
-                            if let Some(f) = &f {
-                                st.by_client.remove(&id_key(&f.client_id));
-                            }
-                            (None, f)
-                        }
-                    }
-                };
-                if let Some(waiter) = own {
-                    let r = match msg.get("result") {
-                        Some(r) => Ok(r.clone()),
-                        None => Err(msg.get("error").map(|e| e.to_string()).unwrap_or_default()),
-                    };
-                    let _ = waiter.send(r);
+                if self.ups[i].slot.answer(&key, &msg) {
                     return;
                 }
+                let fwd = {
+                    let mut st = lock(&self.st);
+                    let f = st.fwd.remove(&key);
+                    if let Some(f) = &f {
+                        st.by_client.remove(&id_key(&f.client_id));
+                    }
+                    f
+                };
                 let Some(f) = fwd.filter(|f| f.up == i && f.generation == generation) else {
                     eprintln!("warden mcp: dropped a response to an unknown request id {key}");
                     return;
                 };
                 msg["id"] = f.client_id.clone();
                 match f.call {
-                    None => self.send_client(line(&msg)).await,
+                    None => self.client.send(line(&msg)).await,
                     Some(call) => {
                         let gw = Arc::clone(&self.ups[i].gw);
                         let me = Arc::clone(self);
                         let task = async move {
                             let out =
                                 checked_result(gw, &me.session, msg, &f.client_id, call).await;
-                            me.send_client(out).await;
+                            me.client.send(out).await;
                         };
                         if self.ups[i].gw.can_escalate(Point::PostToolCall) {
                             tokio::spawn(task);
@@ -1488,7 +1329,7 @@ impl Hub {
                     }
                     _ => {}
                 }
-                self.send_client(line(&msg)).await;
+                self.client.send(line(&msg)).await;
             }
             Kind::Request { id, .. } => {
                 let server_id = id.clone();
@@ -1497,7 +1338,7 @@ impl Hub {
                     .to_client
                     .insert(id_key(&client_side), (i, server_id));
                 msg["id"] = client_side;
-                self.send_client(line(&msg)).await;
+                self.client.send(line(&msg)).await;
             }
             Kind::Invalid(why) => {
                 eprintln!(
