@@ -696,7 +696,7 @@ fn with_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// [`serve_stdio`] on this process's own stdin and stdout ([`own_stdio`]).
+/// [`serve_stdio`] on this process's own stdin and stdout.
 pub async fn serve_own_stdio(gw: Arc<Gateway>, cmd: ServerCommand) -> Result<(), McpError> {
     let (input, output) = own_stdio();
     serve_stdio(gw, cmd, input, output).await
