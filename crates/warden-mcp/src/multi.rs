@@ -504,6 +504,23 @@ impl Hub {
         each_index(self.ups.len(), |i| f(Arc::clone(self), i)).await
     }
 
+    /// Sends `method` with `params` to every upstream (started if needed);
+    /// their answers, by upstream index.
+    async fn ask_all(
+        self: &Arc<Self>,
+        method: &'static str,
+        params: Value,
+    ) -> Vec<Result<Value, String>> {
+        self.each(move |hub, i| {
+            let params = params.clone();
+            async move {
+                hub.running(i).await?;
+                hub.request(i, method, params).await
+            }
+        })
+        .await
+    }
+
     /// Every page of `method` from upstream `i` (items under `key`);
     /// `tools/list` pages are screened by the upstream's tool book.
     async fn list_pages(
@@ -722,15 +739,7 @@ impl Hub {
                 result_line(&id, json!({"resourceTemplates": r}))
             }
             "logging/setLevel" => {
-                let answers = self
-                    .each(move |hub, i| {
-                        let params = params.clone();
-                        async move {
-                            hub.running(i).await?;
-                            hub.request(i, "logging/setLevel", params).await
-                        }
-                    })
-                    .await;
+                let answers = self.ask_all("logging/setLevel", params).await;
                 match answers.iter().any(Result::is_ok) {
                     true => result_line(&id, json!({})),
                     false => error_line(&id, INTERNAL_ERROR, "no upstream accepted the level"),
@@ -799,16 +808,7 @@ impl Hub {
     }
 
     async fn initialize(self: &Arc<Self>, id: &Value, params: Value) -> Vec<u8> {
-        let p = params.clone();
-        let answers = self
-            .each(move |hub, i| {
-                let params = p.clone();
-                async move {
-                    hub.running(i).await?;
-                    hub.request(i, "initialize", params).await
-                }
-            })
-            .await;
+        let answers = self.ask_all("initialize", params.clone()).await;
         let mut failures = Vec::new();
         let mut versions: Vec<(String, String)> = Vec::new();
         let mut capabilities = json!({});
