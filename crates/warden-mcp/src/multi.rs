@@ -695,7 +695,7 @@ impl Hub {
                 }
             }
             Some("notifications/cancelled") => {
-                let req = msg.get("params").and_then(|p| p.get("requestId"));
+                let req = param(&msg, "requestId");
                 let target = req.and_then(|r| lock(&self.st).by_client.get(&id_key(r)).cloned());
                 if let Some((i, gw_id)) = target {
                     msg["params"]["requestId"] = gw_id;
@@ -949,13 +949,8 @@ impl Hub {
 
     /// The upstream owning a `tools/call`; rewrites the name to the server's own.
     async fn route_call(self: &Arc<Self>, msg: &mut Value) -> Result<usize, Refusal> {
-        let exposed = msg
-            .get("params")
-            .and_then(|p| p.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let meta = msg.get("params").and_then(|p| p.get("_meta")).cloned();
+        let exposed = param_str(msg, "name");
+        let meta = param(msg, "_meta").cloned();
         if RESERVED_TOOLS.contains(&exposed.as_str()) {
             return Err((None, exposed.clone(), crate::calls::reserved(&exposed)));
         }
@@ -1033,12 +1028,7 @@ impl Hub {
         msg: &mut Value,
         meta: Option<Value>,
     ) -> Result<usize, Refusal> {
-        let exposed = msg
-            .get("params")
-            .and_then(|p| p.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let exposed = param_str(msg, "name");
         let i = self.prompt_owner(&exposed, meta).await?;
         let own = exposed
             .strip_prefix(self.ups[i].prefix.as_str())
@@ -1087,12 +1077,7 @@ impl Hub {
         msg: &Value,
         meta: Option<Value>,
     ) -> Result<usize, Refusal> {
-        let uri = msg
-            .get("params")
-            .and_then(|p| p.get("uri"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let uri = param_str(msg, "uri");
         self.uri_owner(&uri, meta).await
     }
 
@@ -1154,11 +1139,7 @@ impl Hub {
         msg: &mut Value,
         meta: Option<Value>,
     ) -> Result<usize, Refusal> {
-        let r = msg
-            .get("params")
-            .and_then(|p| p.get("ref"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let r = param(msg, "ref").cloned().unwrap_or(Value::Null);
         match r.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
                 let exposed = r.get("name").and_then(Value::as_str).unwrap_or("");
@@ -1311,7 +1292,7 @@ impl Hub {
                     }
                     Some("notifications/cancelled") => {
                         // Cancels a request this server sent the client: use the client-side id.
-                        let req = msg.get("params").and_then(|p| p.get("requestId")).cloned();
+                        let req = param(&msg, "requestId").cloned();
                         let mine = req.and_then(|r| {
                             let mut st = lock(&self.st);
                             let k = st
@@ -1395,18 +1376,33 @@ where
     for i in 0..n {
         index.insert(set.spawn(f(i)).id(), i);
     }
-    // Every task reports exactly once; the placeholder only stands until then.
-    let mut out: Vec<Result<X, String>> = (0..n).map(|_| Err("not run".to_owned())).collect();
+    let mut out: Vec<Option<Result<X, String>>> = (0..n).map(|_| None).collect();
     while let Some(joined) = set.join_next_with_id().await {
         let (id, r) = match joined {
             Ok((id, r)) => (id, r),
             Err(e) => (e.id(), Err(format!("internal error: {e}"))),
         };
         if let Some(slot) = index.get(&id).and_then(|i| out.get_mut(*i)) {
-            *slot = r;
+            *slot = Some(r);
         }
     }
-    out
+    // Every task reports exactly once; one that did not counts as failed.
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("the upstream task did not report".to_owned())))
+        .collect()
+}
+
+/// `params.<key>` of a JSON-RPC message.
+fn param<'a>(msg: &'a Value, key: &str) -> Option<&'a Value> {
+    msg.get("params").and_then(|p| p.get(key))
+}
+
+/// `params.<key>` as a string (`""` when absent or not a string).
+fn param_str(msg: &Value, key: &str) -> String {
+    param(msg, key)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Who refused (an upstream index, or none), the target, the reasons.
