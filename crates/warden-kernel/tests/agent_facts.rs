@@ -2,10 +2,13 @@
 //! state across reloads, and expiry of held ring slots — through the kernel.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{book, kernel};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_core::{Action, Point, Verdict};
-use warden_identity::{Signal, TrustBook, TrustConfig, now_secs};
+use warden_identity::{Signal, TrustConfig, now_secs};
 use warden_kernel::{Kernel, Outcome};
 use warden_policy::{BASELINE_TRUST, PolicyHandle, PolicySet};
 use warden_runtime::Resolution;
@@ -48,23 +51,6 @@ const RINGS: &str = r#"rings:
   quotas:
     - {ring: 2, concurrency: 2, rate: 5/hour}
 "#;
-
-fn book(baseline: f64) -> Arc<TrustBook> {
-    Arc::new(TrustBook::in_memory(TrustConfig {
-        baseline,
-        ..TrustConfig::default()
-    }))
-}
-
-fn kernel(policy: &str, trust: Option<Arc<TrustBook>>) -> Kernel {
-    let b = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(policy).unwrap()));
-    match trust {
-        Some(t) => b.trust(t),
-        None => b,
-    }
-    .build()
-    .unwrap()
-}
 
 fn verdict(k: &Kernel, agent: &str, tool: &str) -> Verdict {
     k.decide(&Action::tool_call(agent, tool).unwrap()).verdict

@@ -1,11 +1,14 @@
 //! Execution rings through the public kernel API.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{book, kernel};
 use std::sync::Arc;
 use warden_core::{Action, Obligation, Point, Verdict};
-use warden_identity::{Signal, TrustBook, TrustConfig, now_secs};
+use warden_identity::{Signal, now_secs};
 use warden_kernel::{Kernel, Outcome};
-use warden_policy::{PolicyHandle, PolicySet};
+use warden_policy::PolicyHandle;
 use warden_runtime::Resolution;
 
 const POLICY: &str = r#"apiVersion: warden.dev/v1
@@ -30,23 +33,6 @@ rings:
     - {ring: 2, concurrency: 2}
     - {ring: 1, rate: 3/hour}
 "#;
-
-fn trust(baseline: f64) -> Arc<TrustBook> {
-    Arc::new(TrustBook::in_memory(TrustConfig {
-        baseline,
-        ..TrustConfig::default()
-    }))
-}
-
-fn kernel(policy: &str, trust: Option<Arc<TrustBook>>) -> Kernel {
-    let b = Kernel::builder(PolicyHandle::new(PolicySet::from_yaml(policy).unwrap()));
-    match trust {
-        Some(t) => b.trust(t),
-        None => b,
-    }
-    .build()
-    .unwrap()
-}
 
 fn call(agent: &str, tool: &str) -> Action {
     Action::tool_call(agent, tool).unwrap()
@@ -86,12 +72,12 @@ fn baseline_tier_without_trust_book_is_ring_3() {
 
 #[test]
 fn grants_tiers_and_unknown_tool_default() {
-    let k = kernel(POLICY, Some(trust(950.0))); // verified: ring 1
+    let k = kernel(POLICY, Some(book(950.0))); // verified: ring 1
     assert!(allowed(&k, "bot", "deploy"));
     assert!(allowed(&k, "root", "shell.exec"));
     // Unknown tool needs ring 2: ring 1 and 0 agents may call it.
     assert!(allowed(&k, "root", "mystery"));
-    let k = kernel(POLICY, Some(trust(600.0))); // standard: ring 2
+    let k = kernel(POLICY, Some(book(600.0))); // standard: ring 2
     assert!(allowed(&k, "bot", "mystery"));
     assert_eq!(decide(&k, "bot", "deploy").1, "ring:insufficient");
     assert!(allowed(&k, "root", "deploy"));
@@ -105,7 +91,7 @@ fn grants_tiers_and_unknown_tool_default() {
 
 #[test]
 fn ring_rate_limit() {
-    let k = kernel(POLICY, Some(trust(950.0))); // ring 1: 3/hour
+    let k = kernel(POLICY, Some(book(950.0))); // ring 1: 3/hour
     for _ in 0..3 {
         assert!(allowed(&k, "bot", "deploy"));
     }
@@ -115,7 +101,7 @@ fn ring_rate_limit() {
 
 #[test]
 fn ring_concurrency_released_on_outcome() {
-    let k = kernel(POLICY, Some(trust(600.0))); // ring 2: 2 in flight
+    let k = kernel(POLICY, Some(book(600.0))); // ring 2: 2 in flight
     let a = k.decide(&call("bot", "x"));
     let b = k.decide(&call("bot", "y"));
     assert_eq!((a.verdict, b.verdict), (Verdict::Allow, Verdict::Allow));
@@ -140,7 +126,7 @@ fn ring_concurrency_released_on_outcome() {
 
 #[test]
 fn policy_denials_hold_no_concurrency_slot() {
-    let k = kernel(POLICY, Some(trust(600.0)));
+    let k = kernel(POLICY, Some(book(600.0)));
     for _ in 0..10 {
         assert_eq!(decide(&k, "bot", "read_secrets").0, Verdict::Deny);
     }
@@ -150,7 +136,7 @@ fn policy_denials_hold_no_concurrency_slot() {
 
 #[test]
 fn elevation_approved_allows_until_ttl_and_denied_stays_denied() {
-    let k = kernel(POLICY, Some(trust(600.0))); // ring 2
+    let k = kernel(POLICY, Some(book(600.0))); // ring 2
     let d = k.decide(&call("bot", "shell.exec"));
     assert_eq!(d.verdict, Verdict::Escalate);
     assert_eq!(d.reasons[0], "ring:insufficient");
@@ -187,7 +173,7 @@ fn elevation_approved_allows_until_ttl_and_denied_stays_denied() {
 
 #[test]
 fn ring_denial_without_elevate_is_a_plain_deny() {
-    let k = kernel(POLICY, Some(trust(600.0)));
+    let k = kernel(POLICY, Some(book(600.0)));
     let d = k.decide(&call("bot", "deploy"));
     assert_eq!(d.verdict, Verdict::Deny);
     assert!(d.obligations.is_empty());
@@ -196,7 +182,7 @@ fn ring_denial_without_elevate_is_a_plain_deny() {
 
 #[test]
 fn demotion_when_trust_falls() {
-    let book = trust(750.0); // trusted: ring 1
+    let book = book(750.0); // trusted: ring 1
     let k = kernel(POLICY, Some(Arc::clone(&book)));
     assert!(allowed(&k, "bot", "deploy"));
     book.record("bot", Signal::PolicyViolation, &[], now_secs())
@@ -231,7 +217,7 @@ fn reload_swaps_the_ring_book() {
     let path = dir.path().join("p.yaml");
     std::fs::write(&path, POLICY).unwrap();
     let k = Kernel::builder(PolicyHandle::load(&[&path]).unwrap())
-        .trust(trust(600.0))
+        .trust(book(600.0))
         .build()
         .unwrap();
     assert_eq!(decide(&k, "bot", "deploy").1, "ring:insufficient");
@@ -265,7 +251,7 @@ fn only_pre_tool_call_is_ring_checked() {
     )
     .unwrap();
     assert_eq!(k.decide(&post).verdict, Verdict::Allow);
-    let k = kernel(POLICY, Some(trust(600.0))); // ring 2: 2 in flight
+    let k = kernel(POLICY, Some(book(600.0))); // ring 2: 2 in flight
     for _ in 0..5 {
         assert_eq!(
             k.decide(
