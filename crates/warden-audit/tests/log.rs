@@ -609,3 +609,56 @@ fn records_encoded_by_appenders_are_stored_as_the_writer_stores_them() {
     let (_b, by_writer) = write(Durability::Batched);
     assert_eq!(by_appenders, by_writer);
 }
+
+#[test]
+fn batched_fsyncs_on_its_interval_but_writes_at_once_and_signs_only_durable_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AuditConfig {
+        // Far longer than the test: only a flush or a tree head can fsync.
+        fsync_interval: Duration::from_secs(3600),
+        sth_every_records: 7,
+        ..config(Durability::Batched, 16)
+    };
+    let log = AuditLog::open(dir.path(), cfg).unwrap();
+    for i in 0..5 {
+        log.append(rec(i)).unwrap();
+    }
+    // Written to the segment (a crash of the process loses nothing) ...
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while records(dir.path(), 0).unwrap().count() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records never written"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // ... but not fsynced: no tree head is due and the interval is far off.
+    assert_eq!(log.durable_len(), 0);
+    assert!(log.latest_sth().is_none());
+
+    // A tree head covers only fsynced records: signing fsyncs first.
+    for i in 5..20 {
+        log.append(rec(i)).unwrap();
+    }
+    while log.latest_sth().map_or(0, |s| s.size) < 14 {
+        assert!(std::time::Instant::now() < deadline, "no tree head signed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let sth = log.latest_sth().unwrap();
+    assert!(
+        log.durable_len() >= sth.size,
+        "tree head of {} records signed over {} durable ones",
+        sth.size,
+        log.durable_len()
+    );
+    // A flush is a durability point whatever the interval.
+    assert_eq!(log.flush().unwrap().unwrap().size, 20);
+    assert_eq!(log.durable_len(), 20);
+    log.close().unwrap();
+    assert_eq!(
+        verify(dir.path(), &VerifyOptions::default())
+            .unwrap()
+            .records,
+        20
+    );
+}

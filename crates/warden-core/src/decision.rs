@@ -93,17 +93,22 @@ impl Decision {
     /// random bits come from a per-thread SplitMix64 stream seeded from the
     /// OS, so ids are unique without a system call per decision.
     pub fn new_id() -> String {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        Self::new_id_at(unix_ms())
+    }
+
+    /// [`Decision::new_id`] for a decision made at `unix_ms` (milliseconds
+    /// since the Unix epoch), for callers that already read the clock: the
+    /// kernel reads it once per decision.
+    pub fn new_id_at(unix_ms: u64) -> String {
         let r = next_random();
         let mut rand = [0u8; 10];
         rand[..8].copy_from_slice(&r.to_le_bytes());
         rand[8..].copy_from_slice(&(r.rotate_left(17) as u16).to_le_bytes());
-        uuid::Builder::from_unix_timestamp_millis(ms, &rand)
-            .into_uuid()
-            .to_string()
+        let id = uuid::Builder::from_unix_timestamp_millis(unix_ms, &rand).into_uuid();
+        // Encoded into a stack buffer: `to_string` goes through the
+        // formatting machinery, which costs more than the rest of the id.
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        id.hyphenated().encode_lower(&mut buf).to_owned()
     }
 
     /// A fail-closed deny for a runtime error, with an optional detail reason.
@@ -132,6 +137,19 @@ thread_local! {
 }
 
 /// SplitMix64: a bijection of its counter, so a thread never repeats an output.
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        // Seconds and sub-second milliseconds: `as_millis` is a 128-bit
+        // division, on every decision.
+        Ok(d) => d
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(d.subsec_millis())),
+        Err(_) => 0,
+    }
+}
+
 fn next_random() -> u64 {
     STATE.with(|s| {
         let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -20,6 +20,6 @@ mod obligation;
 mod reason;
 
 pub use action::{Action, ActionError, Point};
-pub use decision::{Decision, Verdict};
+pub use decision::{Decision, Verdict, unix_ms};
 pub use obligation::{Obligation, ObligationError, REDACTED};
 pub use reason::RuntimeError;

@@ -34,8 +34,8 @@ impl AuditSink for Recycle {
     }
     fn append_recycling(
         &self,
-        event: AuditEvent,
-        spare: &mut Option<AuditEvent>,
+        event: Box<AuditEvent>,
+        spare: &mut Option<Box<AuditEvent>>,
     ) -> Result<(), String> {
         *spare = Some(black_box(event));
         Ok(())

@@ -317,13 +317,17 @@ impl AuditSink for TrustFeed {
 
     fn append_recycling(
         &self,
-        event: AuditEvent,
-        spare: &mut Option<AuditEvent>,
+        event: Box<AuditEvent>,
+        spare: &mut Option<Box<AuditEvent>>,
     ) -> Result<(), String> {
         self.observe(&event)?;
         match &self.inner {
             Some(sink) => sink.append_recycling(event, spare),
-            None => Ok(()),
+            // Nothing keeps the record: it is the caller's next one.
+            None => {
+                spare.get_or_insert(event);
+                Ok(())
+            }
         }
     }
 

@@ -90,7 +90,7 @@ impl KernelBuilder {
         dir: &std::path::Path,
         durability: warden_audit::Durability,
     ) -> Result<Self, KernelError> {
-        let log = warden_audit::AuditLog::<AuditEvent>::open(
+        let log = warden_audit::AuditLog::<Box<AuditEvent>>::open(
             dir,
             warden_audit::AuditConfig {
                 durability,
@@ -342,7 +342,7 @@ impl Kernel {
         self.sweep(now);
         let mut permit = None;
         let decision = self.evaluate(&set, action, now, &mut permit);
-        let decision = self.finish(&set, action, decision);
+        let decision = self.finish(&set, action, decision, now);
         if let Some(p) = permit
             && decision.verdict.proceeds()
         {
@@ -471,10 +471,18 @@ impl Kernel {
                 },
             );
         }
-        set.to_decision(&eval)
+        set.to_decision_at(&eval, now)
     }
 
-    fn finish(&self, set: &PolicySet, action: &Action, mut decision: Decision) -> Decision {
+    /// Opens an approval, holds usage and writes the audit record (stamped
+    /// `now`, the decision's own clock reading).
+    fn finish(
+        &self,
+        set: &PolicySet,
+        action: &Action,
+        mut decision: Decision,
+        now: u64,
+    ) -> Decision {
         if decision.verdict == Verdict::Escalate
             && let Err(e) = self.open_approval(action, &decision)
         {
@@ -494,7 +502,8 @@ impl Kernel {
             return decision;
         };
         let spare = SPARE_RECORD.with(std::cell::Cell::take);
-        let event = decision_record(spare, action, &decision, self.args_mode == ArgsMode::Raw);
+        let raw = self.args_mode == ArgsMode::Raw;
+        let event = decision_record(spare, action, &decision, raw, now);
         let mut next = None;
         let appended = sink.append_recycling(event, &mut next);
         if next.is_some() {
@@ -698,22 +707,22 @@ impl Kernel {
 thread_local! {
     /// A spent decision record from the audit sink, overwritten for this
     /// thread's next decision (see [`AuditSink::append_recycling`]).
-    static SPARE_RECORD: std::cell::Cell<Option<AuditEvent>> = const { std::cell::Cell::new(None) };
+    static SPARE_RECORD: std::cell::Cell<Option<Box<AuditEvent>>> = const { std::cell::Cell::new(None) };
 }
 
 /// The audit record of `decision`, reusing the allocations of `spare` (a
 /// record the sink is done with) when it is a decision record.
 fn decision_record(
-    spare: Option<AuditEvent>,
+    spare: Option<Box<AuditEvent>>,
     action: &Action,
     decision: &Decision,
     raw: bool,
-) -> AuditEvent {
-    let ts = now_ms();
+    ts: u64,
+) -> Box<AuditEvent> {
     let mut event = match spare {
-        Some(event @ AuditEvent::Decision { .. }) => event,
+        Some(event) if matches!(*event, AuditEvent::Decision { .. }) => event,
         _ => {
-            return AuditEvent::Decision {
+            return Box::new(AuditEvent::Decision {
                 decision_id: decision.decision_id.clone(),
                 ts_ms: ts,
                 policy_hash: decision.policy_hash.clone(),
@@ -731,7 +740,7 @@ fn decision_record(
                 rule_ids: decision.rule_ids.clone(),
                 obligations: decision.obligations.clone(),
                 kind: DecisionTag::Decision,
-            };
+            });
         }
     };
     // Overwritten in place: every field, so nothing of the earlier decision
@@ -750,7 +759,7 @@ fn decision_record(
         ts_ms,
         kind: _,
         verdict,
-    } = &mut event
+    } = &mut *event
     {
         assign_map(&mut body.args, &action.args);
         assign_map(&mut body.context, &action.context);

@@ -9,8 +9,8 @@ use warden_runtime::{KillTarget, Resolution};
 /// `type` tells the kinds apart.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-// Decision records dominate and are reused in place (see
-// `AuditSink::append_recycling`); boxing them would cost an allocation each.
+// Decision records dominate; they travel boxed and are reused in place (see
+// `AuditSink::append_recycling`), so the variant's size costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum AuditEvent {
     /// The outcome of an executed action.
@@ -230,20 +230,23 @@ pub trait AuditSink: Send + Sync {
     /// As [`AuditSink::append`]; a sink that is done with earlier records may
     /// also put one in `spare` (when empty) for the caller to overwrite for
     /// its next record, sparing an allocation per field (and a free on
-    /// another thread). The default just appends.
+    /// another thread). Boxed, so handing a record over moves a pointer,
+    /// not the record. The default just appends.
     fn append_recycling(
         &self,
-        event: AuditEvent,
-        spare: &mut Option<AuditEvent>,
+        event: Box<AuditEvent>,
+        spare: &mut Option<Box<AuditEvent>>,
     ) -> Result<(), String> {
         let _ = spare;
-        self.append(event)
+        self.append(*event)
     }
 }
 
-impl AuditSink for warden_audit::AuditLog<AuditEvent> {
+/// The kernel's file log holds boxed records, the unit
+/// [`AuditSink::append_recycling`] hands back and forth.
+impl AuditSink for warden_audit::AuditLog<Box<AuditEvent>> {
     fn append(&self, event: AuditEvent) -> Result<(), String> {
-        warden_audit::AuditLog::append(self, event)
+        warden_audit::AuditLog::append(self, Box::new(event))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -260,8 +263,8 @@ impl AuditSink for warden_audit::AuditLog<AuditEvent> {
 
     fn append_recycling(
         &self,
-        event: AuditEvent,
-        spare: &mut Option<AuditEvent>,
+        event: Box<AuditEvent>,
+        spare: &mut Option<Box<AuditEvent>>,
     ) -> Result<(), String> {
         warden_audit::AuditLog::append_recycling(self, event, spare)
             .map(|_| ())

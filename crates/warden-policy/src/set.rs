@@ -757,13 +757,19 @@ impl PolicySet {
 
     /// Builds the wire-form [`Decision`] for an evaluation of this set.
     pub fn to_decision(&self, e: &Evaluation<'_>) -> Decision {
+        self.to_decision_at(e, warden_core::unix_ms())
+    }
+
+    /// [`to_decision`](Self::to_decision) for a decision made at `unix_ms`
+    /// (the time in its id), for callers that already read the clock.
+    pub fn to_decision_at(&self, e: &Evaluation<'_>, unix_ms: u64) -> Decision {
         Decision {
             verdict: e.verdict,
             reasons: e.reasons(self.default),
             rule_ids: e.rule_ids(),
             obligations: e.obligations().to_vec(),
             policy_hash: self.hash.clone(),
-            decision_id: Decision::new_id(),
+            decision_id: Decision::new_id_at(unix_ms),
         }
     }
 }

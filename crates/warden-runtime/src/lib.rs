@@ -11,6 +11,7 @@ mod approval;
 mod killswitch;
 mod quota;
 mod ring;
+mod scope_key;
 
 pub use approval::{
     ApprovalBackend, ApprovalError, ApprovalRequest, Approvals, ChannelBackend, Resolution,
@@ -23,8 +24,5 @@ pub use ring::{RingBook, RingDenial, RingPermit};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    warden_core::unix_ms()
 }

@@ -5,10 +5,11 @@
 //! for tokens and cost are charged when the outcome is reported
 //! ([`QuotaBook::charge`]) and checked before the next call.
 
+use crate::scope_key::{KeyHasher, KeySeeds, Limiter, limiter};
 use dashmap::DashMap;
-use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
+use governor::Quota as GQuota;
 use rustc_hash::FxHashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +51,8 @@ struct Counters {
 
 struct Entry {
     quota: Quota,
-    limiter: Option<Arc<DefaultKeyedRateLimiter<u128>>>,
-    budgets: DashMap<u128, Arc<Counters>>,
+    limiter: Option<Arc<Limiter>>,
+    budgets: DashMap<u128, Arc<Counters>, KeyHasher>,
 }
 
 impl Entry {
@@ -65,7 +66,7 @@ pub struct QuotaBook {
     entries: Vec<Entry>,
     declared: Vec<usize>,
     by_rule: FxHashMap<String, usize>,
-    seeds: (RandomState, RandomState),
+    seeds: KeySeeds,
 }
 
 impl std::fmt::Debug for QuotaBook {
@@ -104,16 +105,16 @@ impl QuotaBook {
                 }
             }
             entries.push(Entry {
-                limiter: gcra(q).map(|g| Arc::new(RateLimiter::dashmap(g))),
+                limiter: gcra(q).map(|g| Arc::new(limiter(g))),
                 quota: q.clone(),
-                budgets: DashMap::new(),
+                budgets: DashMap::with_hasher(KeyHasher),
             });
         }
         QuotaBook {
             entries,
             declared,
             by_rule,
-            seeds: (RandomState::new(), RandomState::new()),
+            seeds: KeySeeds::new(),
         }
     }
 
@@ -123,21 +124,16 @@ impl QuotaBook {
     }
 
     fn key(&self, scope: QuotaScope, action: &Action) -> u128 {
-        let h = |seed: &RandomState| {
-            let mut hasher = seed.build_hasher();
-            match scope {
-                QuotaScope::Agent => action.agent.hash(&mut hasher),
-                QuotaScope::Session => action.session.as_deref().unwrap_or("").hash(&mut hasher),
-                QuotaScope::Tool => action.tool().unwrap_or("").hash(&mut hasher),
-                QuotaScope::AgentTool => {
-                    action.agent.hash(&mut hasher);
-                    action.tool().unwrap_or("").hash(&mut hasher);
-                }
-                QuotaScope::Global => 0u8.hash(&mut hasher),
+        self.seeds.key(|hasher| match scope {
+            QuotaScope::Agent => action.agent.hash(hasher),
+            QuotaScope::Session => action.session.as_deref().unwrap_or("").hash(hasher),
+            QuotaScope::Tool => action.tool().unwrap_or("").hash(hasher),
+            QuotaScope::AgentTool => {
+                action.agent.hash(hasher);
+                action.tool().unwrap_or("").hash(hasher);
             }
-            hasher.finish()
-        };
-        (u128::from(h(&self.seeds.0)) << 64) | u128::from(h(&self.seeds.1))
+            QuotaScope::Global => 0u8.hash(hasher),
+        })
     }
 
     fn counters(&self, e: &Entry, key: u128) -> Arc<Counters> {
@@ -252,7 +248,7 @@ impl QuotaBook {
                 }
             }
         }
-        self.seeds = (old.seeds.0.clone(), old.seeds.1.clone());
+        self.seeds = old.seeds.clone();
     }
 
     /// Drops rate-limiter state of keys that are back to full capacity.

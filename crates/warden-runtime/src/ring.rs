@@ -8,9 +8,10 @@
 //! entry; but an agent whose *tier* maps to ring 3 is demoted to ring 3
 //! whatever its grants and elevations — low trust suspends every privilege.
 
+use crate::scope_key::{KeyHasher, KeySeeds, Limiter, limiter};
 use dashmap::DashMap;
-use governor::{DefaultKeyedRateLimiter, Quota as GQuota, RateLimiter};
-use std::hash::{BuildHasher, RandomState};
+use governor::Quota as GQuota;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -109,10 +110,10 @@ struct Grant {
 /// taking over the state of the old book with [`RingBook::carry_over`].
 pub struct RingBook {
     policy: RingPolicy,
-    limiters: [Option<Arc<DefaultKeyedRateLimiter<u128>>>; 4],
-    inflight: DashMap<(u8, u128), Arc<AtomicU32>>,
+    limiters: [Option<Arc<Limiter>>; 4],
+    inflight: DashMap<(u8, u128), Arc<AtomicU32>, KeyHasher>,
     elevations: DashMap<String, Vec<Grant>>,
-    seeds: (RandomState, RandomState),
+    seeds: KeySeeds,
 }
 
 impl std::fmt::Debug for RingBook {
@@ -133,14 +134,14 @@ impl RingBook {
         let limiters = std::array::from_fn(|i| {
             let ring = Ring::new(u8::try_from(i).ok()?)?;
             let rate = policy.quota(ring)?.rate?;
-            gcra(rate.count, rate.per).map(|q| Arc::new(RateLimiter::dashmap(q)))
+            gcra(rate.count, rate.per).map(|q| Arc::new(limiter(q)))
         });
         RingBook {
             policy: policy.clone(),
             limiters,
-            inflight: DashMap::new(),
+            inflight: DashMap::with_hasher(KeyHasher),
             elevations: DashMap::new(),
-            seeds: (RandomState::new(), RandomState::new()),
+            seeds: KeySeeds::new(),
         }
     }
 
@@ -150,7 +151,7 @@ impl RingBook {
     }
 
     fn key(&self, agent: &str) -> u128 {
-        (u128::from(self.seeds.0.hash_one(agent)) << 64) | u128::from(self.seeds.1.hash_one(agent))
+        self.seeds.key(|h| agent.hash(h))
     }
 
     /// The agent's ring before elevations, from its grant and current tier
@@ -255,7 +256,7 @@ impl RingBook {
     /// patterns and still allows elevation (at that entry's current ring,
     /// and for no longer than its current TTL from `now_ms`).
     pub fn carry_over(&mut self, old: &RingBook, now_ms: u64) {
-        self.seeds = (old.seeds.0.clone(), old.seeds.1.clone());
+        self.seeds = old.seeds.clone();
         for (i, limiter) in self.limiters.iter_mut().enumerate() {
             let Some(ring) = u8::try_from(i).ok().and_then(Ring::new) else {
                 continue;
