@@ -9,7 +9,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use warden_mcp::{
-    Gateway, GatewayConfig, PinStore, ServerCommand, UpstreamSpec, UpstreamTransport,
+    ClientAuth, Gateway, GatewayConfig, HttpTarget, PinStore, ServerCommand, UpstreamSpec,
+    UpstreamTransport,
 };
 
 /// `warden mcp` arguments.
@@ -45,10 +46,24 @@ pub(crate) struct McpArgs {
     /// The stdio MCP server to run: `warden mcp --policy p.yaml -- npx server ...`.
     #[arg(last = true, required_unless_present_any = ["echo_server", "upstream", "config"], conflicts_with = "upstream", num_args = 1..)]
     command: Vec<OsString>,
-    /// Front a Streamable HTTP MCP server at this `http://` URL (instead of a
-    /// stdio command); the gateway serves Streamable HTTP on --listen, same path.
+    /// Front a Streamable HTTP MCP server at this `http://` or `https://` URL
+    /// (instead of a stdio command); the gateway serves Streamable HTTP on
+    /// --listen, same path. TLS certificates are always verified (Mozilla
+    /// roots, plus --upstream-ca).
     #[arg(long)]
     upstream: Option<String>,
+    /// With an https:// --upstream: also trust the CA certificates in this
+    /// PEM file (a server with a certificate from a private CA).
+    #[arg(long, value_name = "PATH", requires = "upstream")]
+    upstream_ca: Option<PathBuf>,
+    /// With --upstream: send this header on every request to the server
+    /// (repeatable), e.g. 'Authorization: Bearer ${API_TOKEN}'; `${VAR}` is
+    /// replaced by the environment variable VAR (unset: refused at start).
+    /// Headers the gateway manages (Mcp-Session-Id, Mcp-Protocol-Version,
+    /// Mcp-Method, Mcp-Name, Content-Type, Accept, Host, Content-Length) are
+    /// refused. Values are never logged.
+    #[arg(long, value_name = "NAME: VALUE", requires = "upstream")]
+    upstream_header: Vec<String>,
     /// Where the HTTP gateway listens: with --upstream or a single `url`
     /// server in --config it proxies that server [default: 127.0.0.1:8090];
     /// with several servers in --config (or a `prefix`) it serves the
@@ -56,6 +71,17 @@ pub(crate) struct McpArgs {
     /// (without it, several servers are served on stdio).
     #[arg(long)]
     listen: Option<String>,
+    /// The HTTP gateway's clients must send `Authorization: Bearer <token>`
+    /// with the token in this file (at least 16 printable characters;
+    /// refused if every user may read it). WARDEN_MCP_TOKEN, when set, wins.
+    /// Without a token the gateway listens on loopback addresses only.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Let the HTTP gateway listen on a non-loopback address without a
+    /// client token: anyone who can reach it can use every upstream through
+    /// it. Only behind something else that authenticates clients.
+    #[arg(long, conflicts_with = "token_file")]
+    insecure_no_auth: bool,
     /// With --listen and several servers: client sessions served at once;
     /// beyond it new sessions get 503 [default: 64].
     #[arg(long)]
@@ -81,7 +107,7 @@ enum Mode {
     /// One stdio server, passed through byte-for-byte.
     Stdio(ServerCommand),
     /// One Streamable HTTP server, served on `listen`.
-    Http { url: String, listen: String },
+    Http { target: HttpTarget, listen: String },
     /// Several named stdio or HTTP servers, served on stdio, or over
     /// Streamable HTTP when `listen` is set: (name, prefix, transport).
     Multi {
@@ -100,7 +126,52 @@ struct Resolved {
     max_message_bytes: usize,
     approval_wait: std::time::Duration,
     api: Option<String>,
+    /// Who may use an HTTP gateway (unused on stdio).
+    auth: ClientAuth,
     mode: Mode,
+}
+
+/// `--upstream-header 'Name: value'`, `${VAR}` expanded from the environment.
+fn header_flag(flag: &str) -> Result<(String, String)> {
+    let Some((name, value)) = flag.split_once(':') else {
+        bail!("--upstream-header needs `Name: value` (no `:` in it)");
+    };
+    let name = name.trim();
+    let value = warden_mcp::expand_env(value.trim(), |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("--upstream-header `{name}`: {e}"))?;
+    Ok((name.to_owned(), value))
+}
+
+/// The `--upstream` endpoint with `--upstream-ca` and `--upstream-header`.
+fn upstream_target(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    headers: &[String],
+) -> Result<HttpTarget> {
+    let mut target = HttpTarget::new(url)?;
+    if let Some(ca) = ca {
+        target = target.with_ca_cert(ca)?;
+    }
+    for flag in headers {
+        let (name, value) = header_flag(flag)?;
+        target = target
+            .with_header(&name, &value)
+            .with_context(|| "--upstream-header".to_owned())?;
+    }
+    Ok(target)
+}
+
+/// The client token: `WARDEN_MCP_TOKEN`, else the token file (flag, then
+/// gateway file), else none (loopback only unless `insecure`).
+fn client_auth(token_file: Option<&std::path::Path>, insecure: bool) -> Result<ClientAuth> {
+    let env = match std::env::var(warden_mcp::TOKEN_ENV) {
+        Ok(t) => Some(t),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("{} is not valid UTF-8", warden_mcp::TOKEN_ENV)
+        }
+    };
+    Ok(ClientAuth::resolve(env.as_deref(), token_file, insecure)?)
 }
 
 fn resolve(args: McpArgs) -> Result<Resolved> {
@@ -132,10 +203,7 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
         (Some(c), _) if c.is_multi() => {
             let mut servers = Vec::with_capacity(c.servers.len());
             for s in &c.servers {
-                let Some(transport) = s.transport() else {
-                    bail!("server `{}` has neither `command` nor `url`", s.name);
-                };
-                servers.push((s.name.clone(), s.prefix.clone(), transport));
+                servers.push((s.name.clone(), s.prefix.clone(), s.transport()?));
             }
             let names: Vec<&str> = c.servers.iter().map(|s| s.name.as_str()).collect();
             let defaults = warden_mcp::ListenLimits::default();
@@ -159,9 +227,9 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
             let Some(s) = c.servers.first() else {
                 bail!("the gateway file lists no servers");
             };
-            let mode = match (&s.url, s.server_command()) {
-                (Some(url), _) => Mode::Http {
-                    url: url.clone(),
+            let mode = match (s.http_target()?, s.server_command()) {
+                (Some(target), _) => Mode::Http {
+                    target,
                     listen: listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
                 },
                 (None, Some(cmd)) => Mode::Stdio(cmd),
@@ -172,7 +240,7 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
         (None, Some(url)) => (
             args.server_name.clone().unwrap_or_else(|| url.clone()),
             Mode::Http {
-                url: url.clone(),
+                target: upstream_target(url, args.upstream_ca.as_deref(), &args.upstream_header)?,
                 listen: listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             },
         ),
@@ -205,6 +273,26 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
         }
         _ => {}
     }
+    let serves_http = matches!(
+        mode,
+        Mode::Http { .. }
+            | Mode::Multi {
+                listen: Some(_),
+                ..
+            }
+    );
+    let token_file = args
+        .token_file
+        .clone()
+        .or_else(|| f.and_then(|c| c.token_file.clone()));
+    if !serves_http && (token_file.is_some() || args.insecure_no_auth) {
+        bail!("--token-file and --insecure-no-auth apply to an HTTP gateway (--listen)");
+    }
+    let auth = if serves_http {
+        client_auth(token_file.as_deref(), args.insecure_no_auth)?
+    } else {
+        ClientAuth::loopback_only()
+    };
     Ok(Resolved {
         policy,
         data_dir,
@@ -226,6 +314,7 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
                 std::time::Duration::from_secs,
             ),
         api,
+        auth,
         mode,
     })
 }
@@ -317,20 +406,23 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
         _ => None,
     };
     let served = match r.mode {
-        Mode::Http { url, listen } => runtime.block_on(async {
+        Mode::Http { target, listen } => runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            r.auth.check_listener(listener.local_addr()?)?;
+            let url = target.url().to_owned();
             let path = url
                 .parse::<hyper::Uri>()
                 .map(|u| u.path().to_owned())
                 .unwrap_or_default();
             eprintln!(
-                "warden mcp: gateway for agent `{}` listening on http://{}{path} in front of {url}",
+                "warden mcp: gateway for agent `{}` listening on http://{}{path} in front of {url}{}",
                 r.agent,
-                listener.local_addr()?
+                listener.local_addr()?,
+                auth_note(&r.auth)
             );
-            warden_mcp::serve_http(gateway(&r.label), &url, listener)
+            warden_mcp::serve_http(gateway(&r.label), target, listener, r.auth.clone())
                 .await
                 .map_err(anyhow::Error::from)
         }),
@@ -367,14 +459,17 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
                     let listener = tokio::net::TcpListener::bind(&listen)
                         .await
                         .with_context(|| format!("cannot listen on {listen}"))?;
+                    r.auth.check_listener(listener.local_addr()?)?;
                     eprintln!(
-                        "warden mcp: gateway for agent `{}` listening on http://{}{} in front of {count} servers ({})",
+                        "warden mcp: gateway for agent `{}` listening on http://{}{} in front of {count} servers ({}){}",
                         r.agent,
                         listener.local_addr()?,
                         warden_mcp::LISTEN_PATH,
-                        r.label
+                        r.label,
+                        auth_note(&r.auth)
                     );
-                    warden_mcp::serve_multi_http(specs, listener, limits, stop_signal())
+                    let auth = r.auth.clone();
+                    warden_mcp::serve_multi_http(specs, listener, limits, auth, stop_signal())
                         .await
                         .map_err(anyhow::Error::from)
                 }),
@@ -389,6 +484,15 @@ pub(crate) fn run(args: McpArgs) -> Result<u8> {
     runtime.shutdown_background();
     served?;
     Ok(0)
+}
+
+/// How the HTTP gateway's clients authenticate, for the startup line (never the token).
+fn auth_note(auth: &ClientAuth) -> &'static str {
+    if auth.requires_token() {
+        "; clients need the bearer token"
+    } else {
+        "; no client token (WARDEN_MCP_TOKEN or --token-file to require one)"
+    }
 }
 
 /// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere): the HTTP gateway then

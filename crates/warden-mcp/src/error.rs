@@ -16,6 +16,10 @@ pub enum McpError {
     /// The upstream MCP server could not be started or reached.
     #[error("upstream MCP server: {0}")]
     Upstream(String),
+    /// Client authentication is not set up (a bad token, or none where one
+    /// is needed: the message says how to set one).
+    #[error("client authentication: {0}")]
+    Auth(String),
     /// Reading from or writing to the client failed.
     #[error("client transport: {0}")]
     Io(#[from] std::io::Error),

@@ -7,8 +7,14 @@
 //! Other messages, and GET/DELETE, are proxied as they are, except that a
 //! JSON-RPC response appearing on a GET stream is dropped (answers to
 //! decided requests must not bypass the post-call check).
+//!
+//! The upstream may be `http://` or `https://` ([`HttpTarget`]); its
+//! configured headers replace the client's of the same names. With a client
+//! token ([`ClientAuth`]) the client's `Authorization` header is the
+//! gateway's and is not passed on.
 
 use crate::McpError;
+use crate::auth::ClientAuth;
 use crate::calls::{
     CallInfo, INTERCEPTED, MAX_PAGES, ToolBook, call_target, checked_result, denial,
     is_notification_method, next_cursor, page_params, reserved,
@@ -20,13 +26,12 @@ use crate::jsonrpc::{
     id_key, result_line, tool_error,
 };
 use crate::sse::{SseSplitter, event_json, event_with, is_json, is_sse};
+use crate::upstream_client::{HttpTarget, UpstreamClient, describe};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,8 +59,8 @@ const HOP: [&str; 9] = [
 
 struct Http {
     gw: Arc<Gateway>,
-    upstream: hyper::Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: HttpTarget,
+    client: UpstreamClient,
     sessions: Mutex<HashMap<String, ToolBook>>,
     next_own: AtomicU64,
 }
@@ -67,40 +72,34 @@ enum Post {
 }
 
 /// Serves Streamable HTTP on `listener` in front of the MCP endpoint
-/// `upstream` (an `http://` URL; the gateway serves the same path).
+/// `upstream` (the gateway serves the same path), to clients `auth` admits.
+/// Refuses to start when `auth` does not allow the listener's address
+/// ([`ClientAuth::check_listener`]).
 pub async fn serve_http(
     gw: Arc<Gateway>,
-    upstream: &str,
+    upstream: HttpTarget,
     listener: tokio::net::TcpListener,
+    auth: ClientAuth,
 ) -> Result<(), McpError> {
-    let uri = upstream_uri(upstream).map_err(McpError::Upstream)?;
-    let path = uri.path().to_owned();
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    auth.check_listener(listener.local_addr()?)?;
+    let path = upstream.uri().path().to_owned();
+    let client = upstream.client();
     let state = Arc::new(Http {
         gw,
-        upstream: uri,
+        upstream,
         client,
         sessions: Mutex::new(HashMap::new()),
         next_own: AtomicU64::new(1),
     });
     let app = axum::Router::new()
         .route(&path, axum::routing::post(post).get(get).delete(delete))
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            crate::auth::require,
+        ));
     axum::serve(listener, app).await?;
     Ok(())
-}
-
-/// `url` as an upstream endpoint: `http://` with a host (there is no TLS client).
-pub(crate) fn upstream_uri(url: &str) -> Result<hyper::Uri, String> {
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| format!("invalid upstream URL `{url}`: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(format!(
-            "upstream `{url}` must be an http:// URL (TLS upstreams are not supported)"
-        ));
-    }
-    Ok(uri)
 }
 
 pub(crate) fn rpc_error(
@@ -294,7 +293,7 @@ async fn get(State(h): State<Arc<Http>>, headers: HeaderMap) -> Response<Body> {
             StatusCode::BAD_GATEWAY,
             &Value::Null,
             INTERNAL_ERROR,
-            &format!("{REASON_UPSTREAM_DOWN}: {e}"),
+            &format!("{REASON_UPSTREAM_DOWN}: {}", describe(&e)),
         ),
     }
 }
@@ -313,7 +312,7 @@ async fn delete(State(h): State<Arc<Http>>, headers: HeaderMap) -> Response<Body
             StatusCode::BAD_GATEWAY,
             &Value::Null,
             INTERNAL_ERROR,
-            &format!("{REASON_UPSTREAM_DOWN}: {e}"),
+            &format!("{REASON_UPSTREAM_DOWN}: {}", describe(&e)),
         ),
     }
 }
@@ -327,7 +326,7 @@ impl Http {
     ) -> Result<Request<Full<Bytes>>, String> {
         let mut req = Request::builder()
             .method(method)
-            .uri(self.upstream.clone())
+            .uri(self.upstream.uri().clone())
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         for (k, v) in headers {
@@ -335,6 +334,7 @@ impl Http {
                 req.headers_mut().append(k.clone(), v.clone());
             }
         }
+        self.upstream.apply_headers(req.headers_mut());
         Ok(req)
     }
 
@@ -364,7 +364,10 @@ impl Http {
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => {
-                let text = format!("{REASON_UPSTREAM_DOWN}: the MCP server is unreachable: {e}");
+                let text = format!(
+                    "{REASON_UPSTREAM_DOWN}: the MCP server is unreachable: {}",
+                    describe(&e)
+                );
                 return match post {
                     Some(Post::Call(call)) => {
                         self.gw.outcome(
@@ -616,7 +619,7 @@ impl Http {
                 &headers,
                 Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
             )?;
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
             let sse = is_sse(resp.headers());
             let max = self.gw.max_message_bytes();
             let bytes = Limited::new(resp.into_body(), max)

@@ -21,8 +21,14 @@
 //! requests routed by tool, prompt or resource with ids mapped both ways,
 //! names offered twice refused. [`serve_multi_http`] serves the same hub over
 //! Streamable HTTP, one hub per client session (`--listen`, [`ListenLimits`]).
+//!
+//! HTTP upstreams may be `http://` or `https://` ([`HttpTarget`]: rustls,
+//! certificates always verified, an extra CA bundle and request headers per
+//! upstream), and the HTTP gateway requires a bearer token from its clients
+//! unless it listens on loopback only ([`ClientAuth`]).
 //! docs/mcp.md has the full mapping.
 
+mod auth;
 mod calls;
 mod config;
 mod conn;
@@ -35,8 +41,10 @@ mod multi;
 mod pins;
 mod slot;
 mod sse;
+mod upstream_client;
 mod upstream_http;
 
+pub use auth::{ClientAuth, MIN_TOKEN_LEN, TOKEN_ENV};
 pub use config::{ConfigDurability, ConfigError, GatewayConfig, UpstreamConfig};
 pub use conn::{ServerCommand, serve_own_stdio, serve_stdio};
 pub use error::McpError;
@@ -56,3 +64,4 @@ pub use multi::{
 };
 pub use pins::{PIN_FILE, PinCheck, PinStore, tool_digest};
 pub use slot::{INITIAL_BACKOFF, MAX_BACKOFF};
+pub use upstream_client::{HttpTarget, MANAGED_HEADERS, expand_env};

@@ -17,6 +17,7 @@
 //! upstreams send; a second GET replaces the first.
 
 use crate::McpError;
+use crate::auth::ClientAuth;
 use crate::http::{json_response, read_post, rpc_error, session_of};
 use crate::jsonrpc::{INTERNAL_ERROR, INVALID_REQUEST, Kind, classify, id_key};
 use crate::multi::{Hub, UpstreamSpec, check_upstreams};
@@ -195,16 +196,20 @@ struct Front {
 
 /// Serves the multi-upstream gateway over Streamable HTTP on `listener`
 /// (path [`LISTEN_PATH`]) in front of `upstreams` (as for
-/// [`serve_multi_stdio`](crate::serve_multi_stdio)) until `shutdown`
-/// completes; then every session is closed (its upstreams stopped) and the
-/// function returns once the connections are done.
+/// [`serve_multi_stdio`](crate::serve_multi_stdio)), to clients `auth`
+/// admits, until `shutdown` completes; then every session is closed (its
+/// upstreams stopped) and the function returns once the connections are
+/// done. Refuses to start when `auth` does not allow the listener's address
+/// ([`ClientAuth::check_listener`]).
 pub async fn serve_multi_http(
     upstreams: Vec<UpstreamSpec>,
     listener: tokio::net::TcpListener,
     limits: ListenLimits,
+    auth: ClientAuth,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), McpError> {
     check_upstreams(&upstreams)?;
+    auth.check_listener(listener.local_addr()?)?;
     let max = upstreams
         .first()
         .map_or(crate::DEFAULT_MAX_MESSAGE_BYTES, |u| {
@@ -224,7 +229,11 @@ pub async fn serve_multi_http(
             LISTEN_PATH,
             axum::routing::post(post).get(get).delete(delete),
         )
-        .with_state(Arc::clone(&front));
+        .with_state(Arc::clone(&front))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(auth),
+            crate::auth::require,
+        ));
     let closing = Arc::clone(&front);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

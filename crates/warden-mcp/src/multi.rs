@@ -30,6 +30,7 @@ use crate::jsonrpc::{
     result_line, tool_error,
 };
 use crate::slot::{Slot, Started};
+use crate::upstream_client::HttpTarget;
 use crate::upstream_http::{HttpUpstream, Inbound, Sink};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -67,8 +68,9 @@ pub struct UpstreamSpec {
 pub enum UpstreamTransport {
     /// A stdio server the gateway runs (and restarts).
     Stdio(ServerCommand),
-    /// A Streamable HTTP server at this `http://` endpoint URL.
-    Http(String),
+    /// A Streamable HTTP server (`http://` or `https://`, with its TLS
+    /// trust and request headers).
+    Http(HttpTarget),
 }
 
 impl From<ServerCommand> for UpstreamTransport {
@@ -190,7 +192,7 @@ pub async fn serve_multi_own_stdio(upstreams: Vec<UpstreamSpec>) -> Result<(), M
 }
 
 /// Refuses upstream lists the hub cannot run: empty, names empty or
-/// repeated, HTTP endpoints that are not `http://` URLs.
+/// repeated (HTTP endpoints were checked when their [`HttpTarget`] was made).
 pub(crate) fn check_upstreams(upstreams: &[UpstreamSpec]) -> Result<(), McpError> {
     if upstreams.is_empty() {
         return Err(McpError::Upstream("no upstream MCP servers".to_owned()));
@@ -201,10 +203,6 @@ pub(crate) fn check_upstreams(upstreams: &[UpstreamSpec]) -> Result<(), McpError
             return Err(McpError::Upstream(format!(
                 "upstream names must be unique and non-empty (`{name}`)"
             )));
-        }
-        if let UpstreamTransport::Http(url) = &spec.transport {
-            crate::http::upstream_uri(url)
-                .map_err(|e| McpError::Upstream(format!("upstream `{name}`: {e}")))?;
         }
     }
     Ok(())
@@ -302,10 +300,9 @@ impl Hub {
             let name = spec.gateway.server().to_owned();
             let transport = match spec.transport {
                 UpstreamTransport::Stdio(cmd) => Transport::Stdio(cmd),
-                UpstreamTransport::Http(url) => Transport::Http(Arc::new(
-                    HttpUpstream::new(&url, max)
-                        .map_err(|e| McpError::Upstream(format!("upstream `{name}`: {e}")))?,
-                )),
+                UpstreamTransport::Http(target) => {
+                    Transport::Http(Arc::new(HttpUpstream::new(&target, max)))
+                }
             };
             ups.push(Up {
                 slot: Slot::new(Some(name.clone()), Arc::clone(&ids)),

@@ -12,11 +12,10 @@
 use crate::conn::OWN_REQUEST_TIMEOUT;
 use crate::jsonrpc::{Kind, classify};
 use crate::sse::{SseSplitter, event_json, is_sse};
+use crate::upstream_client::{HttpTarget, UpstreamClient, describe};
 use axum::http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -25,8 +24,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Longest wait for a TCP connection to the upstream.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before reopening a GET stream the server ended.
 const GET_REOPEN: Duration = Duration::from_secs(1);
 /// Longest wait for the server to acknowledge the session's DELETE.
@@ -53,10 +50,11 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn deliver(&self, inbound: Inbound) -> impl Future<Output = ()> + Send;
 }
 
-/// One Streamable HTTP upstream: its endpoint and an HTTP client.
+/// One Streamable HTTP upstream: its endpoint (with its TLS trust and
+/// configured headers) and an HTTP client.
 pub(crate) struct HttpUpstream {
-    uri: hyper::Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    target: HttpTarget,
+    client: UpstreamClient,
     /// Largest message accepted from the server (a JSON body, one SSE event).
     max: usize,
 }
@@ -78,13 +76,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl HttpUpstream {
-    /// A client for the `http://` endpoint `url`, accepting messages of at most `max` bytes.
-    pub(crate) fn new(url: &str, max: usize) -> Result<Self, String> {
-        let uri = crate::http::upstream_uri(url)?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        Ok(HttpUpstream { uri, client, max })
+    /// A client (its own connection pool) for `target`, accepting messages
+    /// of at most `max` bytes.
+    pub(crate) fn new(target: &HttpTarget, max: usize) -> Self {
+        HttpUpstream {
+            client: target.client(),
+            target: target.clone(),
+            max,
+        }
     }
 
     /// Runs one session: POSTs every message from `rx` (an `initialize`
@@ -133,7 +132,7 @@ impl HttpUpstream {
         Ok(())
     }
 
-    /// A request to the endpoint with the session's headers.
+    /// A request to the endpoint with the configured and the session's headers.
     fn request(
         &self,
         method: Method,
@@ -142,10 +141,11 @@ impl HttpUpstream {
     ) -> Result<Request<Full<Bytes>>, String> {
         let mut req = Request::builder()
             .method(method)
-            .uri(self.uri.clone())
+            .uri(self.target.uri().clone())
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         let h = req.headers_mut();
+        self.target.apply_headers(h);
         if let Some(id) = lock(&s.id).clone() {
             h.insert("mcp-session-id", id);
         }
@@ -217,11 +217,16 @@ impl HttpUpstream {
         {
             h.insert("mcp-name", v);
         }
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| format!("unreachable: {e}"))?;
+        let resp = match self.client.request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Whoever waits learns why (a TLS failure named as such);
+                // then the session ends like an exited server.
+                let why = format!("unreachable: {}", describe(&e));
+                unanswered(why.clone()).await;
+                return Err(why);
+            }
+        };
         let status = resp.status();
         if status.is_server_error() || status == StatusCode::NOT_FOUND {
             // 404: the session expired (or the endpoint is gone); 5xx: the

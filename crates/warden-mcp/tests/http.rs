@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use warden_kernel::AuditEvent;
-use warden_mcp::{Gateway, HEADER_MISMATCH, serve_http};
+use warden_mcp::{ClientAuth, Gateway, HEADER_MISMATCH, HttpTarget, serve_http};
 
 /// Rules after the shared `no-writes` ([`policy`]).
 const RULES: &str = r#"
@@ -88,7 +88,15 @@ async fn start() -> Harness {
     let gw = Gateway::new(kernel, "agent-1", "http-test").with_max_message_bytes(8192);
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", front.local_addr().unwrap());
-    tokio::spawn(async move { serve_http(Arc::new(gw), &up_url, front).await });
+    tokio::spawn(async move {
+        serve_http(
+            Arc::new(gw),
+            HttpTarget::new(&up_url).unwrap(),
+            front,
+            ClientAuth::loopback_only(),
+        )
+        .await
+    });
     Harness { url, upstream: up }
 }
 
@@ -228,7 +236,15 @@ async fn malformed_oversize_and_unreachable() {
     );
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", front.local_addr().unwrap());
-    tokio::spawn(async move { serve_http(Arc::new(gw), &dead_url, front).await });
+    tokio::spawn(async move {
+        serve_http(
+            Arc::new(gw),
+            HttpTarget::new(&dead_url).unwrap(),
+            front,
+            ClientAuth::loopback_only(),
+        )
+        .await
+    });
     let (s, _, body) = post(&url, &call(3, "echo"), &[]).await;
     assert_eq!(s, StatusCode::OK);
     let v: Value = serde_json::from_str(&body).unwrap();

@@ -19,8 +19,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use warden_mcp::{
-    Gateway, HEADER_MISMATCH, ListenLimits, PinStore, SERVER_BUSY, ServerCommand, UpstreamSpec,
-    UpstreamTransport, serve_multi_http,
+    ClientAuth, Gateway, HEADER_MISMATCH, HttpTarget, ListenLimits, PinStore, SERVER_BUSY,
+    ServerCommand, UpstreamSpec, UpstreamTransport, serve_multi_http,
 };
 
 /// A child process killed when the test ends.
@@ -113,16 +113,24 @@ async fn gateway(limits: ListenLimits) -> Gw {
         },
         UpstreamSpec {
             gateway: gw("web"),
-            transport: UpstreamTransport::Http(format!("http://127.0.0.1:{port}/mcp")),
+            transport: UpstreamTransport::Http(
+                HttpTarget::new(&format!("http://127.0.0.1:{port}/mcp")).unwrap(),
+            ),
             prefix: "w_".to_owned(),
         },
     ];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(serve_multi_http(specs, listener, limits, async move {
-        let _ = stopped.await;
-    }));
+    let served = tokio::spawn(serve_multi_http(
+        specs,
+        listener,
+        limits,
+        ClientAuth::loopback_only(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Gw {
         url,
         http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),

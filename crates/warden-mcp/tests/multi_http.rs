@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use warden_mcp::{Gateway, PinStore, UpstreamSpec, UpstreamTransport};
+use warden_mcp::{Gateway, HttpTarget, PinStore, UpstreamSpec, UpstreamTransport};
 
 /// The gateway's message limit in these tests.
 const MAX: usize = 64 * 1024;
@@ -243,7 +243,9 @@ fn gateway(addr: SocketAddr, prefix: &str) -> Harness {
         },
         UpstreamSpec {
             gateway: gw("web"),
-            transport: UpstreamTransport::Http(format!("http://{addr}/mcp")),
+            transport: UpstreamTransport::Http(
+                HttpTarget::new(&format!("http://{addr}/mcp")).unwrap(),
+            ),
             prefix: prefix.to_owned(),
         },
     ];
