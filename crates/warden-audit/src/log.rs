@@ -120,6 +120,10 @@ const BATCH_LINGER: Duration = Duration::from_millis(1);
 /// [`Entry::Encoded`]).
 const HELP_MIN_BATCH: usize = 512;
 
+/// Spent records (and encoded-record buffers) a bin keeps for appenders
+/// beyond one batch; the writer frees the rest.
+const MAX_RECYCLED: usize = 2048;
+
 /// Encoded-record buffers larger than this are freed after use rather than
 /// recycled, so one huge record does not pin its memory on a thread.
 const MAX_RECYCLED_BUF: usize = 64 * 1024;
@@ -255,6 +259,17 @@ impl Relay {
         for t in next.into_iter().flatten() {
             t.unpark();
         }
+    }
+}
+
+/// Moves `spent` into the recycle bin `bin`: all of it into an empty bin
+/// (keeping the batch's allocation), else up to [`MAX_RECYCLED`] in all.
+fn top_up<T>(bin: &mut Vec<T>, spent: &mut Vec<T>) {
+    if bin.is_empty() {
+        std::mem::swap(bin, spent);
+    } else {
+        let room = MAX_RECYCLED.saturating_sub(bin.len()).min(spent.len());
+        bin.extend(spent.drain(..room));
     }
 }
 
@@ -895,9 +910,15 @@ impl Writer {
     /// Publishes progress to callers. Returns false when the thread must stop
     /// (failure, or `closing` and nothing left to do).
     /// Written records in `spent` go to the recycle bin when appenders reuse
-    /// records and the bin is empty (bounding it to one batch); otherwise
-    /// the writer frees them. Buffers of encoded records in `bufs` go to
-    /// their bin the same way.
+    /// records: all of them into an empty bin, else as many as fit under
+    /// [`MAX_RECYCLED`] (so the bin holds at most one batch or that many);
+    /// the writer frees the rest. Buffers of encoded records in `bufs` go
+    /// to their bin the same way. Topping the bin up rather than filling it
+    /// only when empty matters: appenders take one spare per record, as
+    /// fast as the writer returns them, so a bin refilled only when empty is
+    /// found non-empty about every other batch, and then a whole batch is
+    /// freed on the writer's thread while the appenders allocate afresh on
+    /// theirs — cross-thread frees, the cost recycling exists to avoid.
     fn publish<R>(
         &self,
         shared: &Shared<State<R>>,
@@ -907,11 +928,11 @@ impl Writer {
         bufs: &mut Vec<Vec<u8>>,
     ) -> bool {
         let mut st = shared.lock();
-        if st.recycling && st.recycled.is_empty() && !st.closing {
-            std::mem::swap(&mut st.recycled, spent);
-        }
-        if st.spent_bufs.is_empty() && !st.closing {
-            std::mem::swap(&mut st.spent_bufs, bufs);
+        if !st.closing {
+            if st.recycling {
+                top_up(&mut st.recycled, spent);
+            }
+            top_up(&mut st.spent_bufs, bufs);
         }
         st.durable = self.durable;
         shared.durable.store(self.durable, Ordering::Release);
