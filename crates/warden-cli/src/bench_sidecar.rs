@@ -56,6 +56,11 @@ pub(crate) fn run(time_ms: u64) -> Result<()> {
         )?;
         config.watch = false;
         let server = RunningServer::start(config).await?;
+        let answer = serde_json::to_vec(
+            &warden_policy::PolicySet::from_yaml(&std::fs::read_to_string(&policy)?)?
+                .decide(&warden_policy::workloads::action_for("action_99")?),
+        )?;
+        let floor = Target::Tcp(start_floor(Bytes::from(answer)).await?);
         let tcp = Target::Tcp(server.local_addr());
         let unix = Target::Unix(
             server
@@ -67,6 +72,8 @@ pub(crate) fn run(time_ms: u64) -> Result<()> {
         let _ = load(&tcp, &body, Duration::from_millis(200), None).await?;
         let time = Duration::from_millis(time_ms);
         for (workload, target, mode, rate) in [
+            ("sidecar/http-floor", &floor, "saturated", None),
+            ("sidecar/http-floor", &floor, "paced", Some(PACED_RATE)),
             ("sidecar/decide", &tcp, "saturated", None),
             ("sidecar/decide", &tcp, "paced", Some(PACED_RATE)),
             ("sidecar/decide-unix", &unix, "saturated", None),
@@ -95,6 +102,43 @@ pub(crate) fn run(time_ms: u64) -> Result<()> {
         server.shutdown().await?;
         anyhow::Ok(())
     })
+}
+
+/// The floor the sidecar's figures stand on: an HTTP/1.1 server on the same
+/// runtime, stack (hyper, keep-alive, `TCP_NODELAY`) and loopback that reads
+/// each request body and answers a canned decision of the same size, with
+/// no routing, JSON, kernel or audit. `sidecar/http-floor` is what this
+/// machine's sockets and scheduler cost alone; the sidecar's own cost is the
+/// difference.
+async fn start_floor(answer: Bytes) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let answer = answer.clone();
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        req.into_body().collect().await?;
+                        let mut resp = hyper::Response::new(Full::new(answer));
+                        resp.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 /// Where the load goes: loopback TCP or the Unix-domain socket.
