@@ -216,6 +216,7 @@ fn resolve(args: McpArgs) -> Result<Resolved> {
                     .session_idle_secs
                     .or(c.session_idle_secs)
                     .map_or(defaults.idle_timeout, std::time::Duration::from_secs),
+                ..defaults
             };
             if limits.max_sessions == 0 || limits.idle_timeout.is_zero() {
                 bail!("--max-sessions and --session-idle-secs must be at least 1");

@@ -5,25 +5,14 @@
 
 mod common;
 
-use common::http_exchange;
+use common::{http_exchange, listening};
 use serde_json::{Value, json};
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const POLICY: &str =
     "apiVersion: warden.dev/v1\nkind: Policy\nname: auth\ndefault: allow\nrules: []\n";
 const TOKEN: &str = "cli-test-token-0123456789";
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn fixture() -> String {
     format!(
@@ -100,19 +89,12 @@ fn a_non_loopback_listener_without_a_token_refuses_to_start() {
         &["WARDEN_MCP_TOKEN", "16"],
     );
     // --insecure-no-auth opts out: it starts.
-    let mut child = Killed(
-        command(d, &[&multi[..], &["--insecure-no-auth"]].concat(), &[])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
-    }
-    assert!(line.contains("no client token"), "{line}");
+    let gw = listening(&mut command(
+        d,
+        &[&multi[..], &["--insecure-no-auth"]].concat(),
+        &[],
+    ));
+    assert!(gw.line.contains("no client token"), "{}", gw.line);
 }
 
 #[test]
@@ -206,32 +188,17 @@ fn upstream_headers_with_a_missing_variable_or_a_managed_name_refuse_to_start() 
 fn with_a_token_only_clients_that_send_it_are_served() {
     let dir = setup();
     let d = dir.path();
-    let mut child = Killed(
-        command(
-            d,
-            &["--config", "gateway.yaml", "--listen", "127.0.0.1:0"],
-            &[("WARDEN_MCP_TOKEN", TOKEN)],
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
-    }
+    let gw = listening(&mut command(
+        d,
+        &["--config", "gateway.yaml", "--listen", "127.0.0.1:0"],
+        &[("WARDEN_MCP_TOKEN", TOKEN)],
+    ));
     assert!(
-        line.contains("bearer token") && !line.contains(TOKEN),
-        "{line}"
+        gw.line.contains("bearer token") && !gw.line.contains(TOKEN),
+        "{}",
+        gw.line
     );
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_owned();
+    let addr = gw.addr();
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "cli-test", "version": "1"}}})

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{http_exchange, warden};
+use common::{Killed, http_exchange, listening, warden};
 use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
@@ -18,16 +18,6 @@ fn fixture() -> String {
         "{}/../warden-mcp/tests/fixtures/scripted_server.py",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Client {
@@ -305,28 +295,14 @@ fn several_servers_are_served_over_http_with_listen() {
         f = fixture()
     );
     std::fs::write(d.join("gateway.yaml"), config).unwrap();
-    let mut child = Killed(
+    let mut gw = listening(
         Command::new(env!("CARGO_BIN_EXE_warden"))
             .args(["mcp", "--config", d.join("gateway.yaml").to_str().unwrap()])
             .current_dir(d)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stdout(Stdio::null()),
     );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
-    }
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_owned();
+    let addr = gw.addr();
     let post = |session: &str, msg: Value| {
         let headers: Vec<(&str, &str)> = match session {
             "" => vec![],
@@ -369,11 +345,11 @@ fn several_servers_are_served_over_http_with_listen() {
             "clientInfo": {"name": "cli-test", "version": "1"}}}),
     );
     let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &gw.child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    assert!(child.0.wait().unwrap().success());
+    assert!(gw.child.0.wait().unwrap().success());
     let log = std::fs::read_to_string(d.join("b.log")).unwrap();
     assert!(
         log.contains("over http") && !log.contains("write_file\""),

@@ -20,7 +20,10 @@
 //! [`UpstreamTransport`]): lists aggregated,
 //! requests routed by tool, prompt or resource with ids mapped both ways,
 //! names offered twice refused. [`serve_multi_http`] serves the same hub over
-//! Streamable HTTP, one hub per client session (`--listen`, [`ListenLimits`]).
+//! Streamable HTTP, one hub per client session (`--listen`, [`ListenLimits`]),
+//! deciding under the `Mcp-Session-Id` it issued; its GET stream numbers its
+//! events and replays them to a client that reconnects with
+//! `Last-Event-ID`, and an HTTP upstream's GET stream is resumed the same way.
 //!
 //! HTTP upstreams may be `http://` or `https://` ([`HttpTarget`]: rustls,
 //! certificates always verified, an extra CA bundle and request headers per
@@ -55,8 +58,8 @@ pub use gate::{
 };
 pub use http::{HEADER_MISMATCH, serve_http};
 pub use listen::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, LISTEN_PATH, ListenLimits, SERVER_BUSY,
-    serve_multi_http,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS, DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_EVENTS,
+    LISTEN_PATH, ListenLimits, SERVER_BUSY, serve_multi_http,
 };
 pub use multi::{
     REASON_AMBIGUOUS, REASON_UNKNOWN_PROMPT, REASON_UNKNOWN_RESOURCE, UpstreamSpec,

@@ -15,6 +15,19 @@
 //! (its progress, or anything while the session has no GET stream) come
 //! before its answer. GET opens the session's stream for everything else the
 //! upstreams send; a second GET replaces the first.
+//!
+//! Every event of the GET stream carries an id (`<tag>-<n>`: a tag of the
+//! session's own, `n` counting from 1), and the session keeps the last
+//! [`ListenLimits::replay_events`] of them (at most
+//! [`ListenLimits::replay_bytes`]), also while no stream is open once the
+//! client has opened one (unless a POST may take them). A GET with
+//! `Last-Event-ID` gets the events after that id, then the live ones; an id
+//! that is not this session's, or after which events were evicted, gets 409
+//! and the open stream is left alone. A stream without a replay starts with
+//! an event without data that carries the id to resume from.
+//!
+//! The hub of a session decides and audits under the `Mcp-Session-Id` the
+//! client is given; a stateless request's under an `mcp-<uuid>` of its own.
 
 use crate::McpError;
 use crate::auth::ClientAuth;
@@ -27,7 +40,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::body::Bytes;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -43,6 +56,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// JSON-RPC error code of a request refused because every session slot is taken.
 pub const SERVER_BUSY: i64 = -32000;
+/// Default of [`ListenLimits::replay_events`].
+pub const DEFAULT_REPLAY_EVENTS: usize = 256;
+/// Default of [`ListenLimits::replay_bytes`].
+pub const DEFAULT_REPLAY_BYTES: usize = 1024 * 1024;
 
 /// How much the HTTP gateway takes on.
 #[derive(Debug, Clone)]
@@ -53,6 +70,12 @@ pub struct ListenLimits {
     /// A session with no request in flight, no GET stream open and no
     /// message for this long is closed (its upstreams stopped).
     pub idle_timeout: Duration,
+    /// The last events of a session's GET stream kept for a client that
+    /// reconnects with `Last-Event-ID`: at most this many...
+    pub replay_events: usize,
+    /// ... and at most this many bytes of messages (the oldest go first;
+    /// a message larger than this is sent but cannot be replayed).
+    pub replay_bytes: usize,
 }
 
 impl Default for ListenLimits {
@@ -60,6 +83,8 @@ impl Default for ListenLimits {
         ListenLimits {
             max_sessions: DEFAULT_MAX_SESSIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            replay_events: DEFAULT_REPLAY_EVENTS,
+            replay_bytes: DEFAULT_REPLAY_BYTES,
         }
     }
 }
@@ -80,25 +105,136 @@ struct Waiter {
     seq: u64,
 }
 
+/// The events of a session's GET stream still kept for a resume, numbered
+/// from 1 in the order they were sent.
+struct Replay {
+    /// Number of the last event (0: none yet).
+    last: u64,
+    events: VecDeque<(u64, Vec<u8>)>,
+    bytes: usize,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl Replay {
+    /// Keeps `line` as the next event (the oldest evicted beyond the
+    /// bounds); its number.
+    fn push(&mut self, line: Vec<u8>) -> u64 {
+        self.last += 1;
+        self.bytes += line.len();
+        self.events.push_back((self.last, line));
+        while self.events.len() > self.max_events || self.bytes > self.max_bytes {
+            match self.events.pop_front() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+        self.last
+    }
+
+    /// Every event after number `seq`, or `None` when that is not a point
+    /// to resume from: ahead of the last event, or some event after it is
+    /// no longer kept.
+    fn after(&self, seq: u64) -> Option<Vec<(u64, Vec<u8>)>> {
+        let first = self.events.front().map_or(self.last + 1, |(n, _)| *n);
+        if seq > self.last || seq + 1 < first {
+            return None;
+        }
+        Some(
+            self.events
+                .iter()
+                .filter(|(n, _)| *n > seq)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// A session's GET stream: where its events go and what it sent.
+struct Stream {
+    /// The open GET stream's queue (event number, message).
+    tx: Option<mpsc::Sender<(u64, Vec<u8>)>>,
+    /// Whether the client ever opened one: from then on, messages for it
+    /// are numbered and kept even while none is open, for a resume.
+    opened: bool,
+    /// This session's event ids are `<tag>-<number>`: an id of another
+    /// session's stream is not one of them.
+    tag: String,
+    replay: Replay,
+}
+
+impl Stream {
+    /// The events after the event id `last_event_id`, if this stream can
+    /// resume from it.
+    fn resume(&self, last_event_id: &str) -> Option<Vec<(u64, Vec<u8>)>> {
+        let seq = last_event_id
+            .strip_prefix(self.tag.as_str())?
+            .strip_prefix('-')?;
+        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        self.replay.after(seq.parse().ok()?)
+    }
+}
+
+/// Where one message for the client goes.
+enum Target {
+    /// A waiting POST.
+    Post(mpsc::Sender<Vec<u8>>),
+    /// The GET stream, as event number `.1` (kept for a resume), to the
+    /// open stream if there is one.
+    Stream(Option<mpsc::Sender<(u64, Vec<u8>)>>, u64),
+    /// Nobody: dropped.
+    Nobody,
+}
+
 /// Where a hub's messages for the client go.
-#[derive(Default)]
 struct Routes {
     /// Requests in flight by client id.
     waiting: Mutex<HashMap<String, Waiter>>,
-    /// The session's GET stream.
-    stream: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    /// The session's GET stream (locked after `waiting` when both are).
+    stream: Mutex<Stream>,
     next_seq: AtomicU64,
     /// The hub is gone: nothing more will be answered (set under `waiting`).
     closed: AtomicBool,
 }
 
 impl Routes {
-    /// Who gets `msg`: the POST it answers; a POST whose progress it
-    /// reports; else the GET stream; else the latest POST that may stream.
-    fn target(&self, msg: &Value) -> Option<mpsc::Sender<Vec<u8>>> {
+    fn new(limits: &ListenLimits) -> Routes {
+        // The random end of a UUIDv7: ids of two sessions differ.
+        let id = warden_core::Decision::new_id();
+        let tag = id.rsplit('-').next().unwrap_or(&id).to_owned();
+        Routes {
+            waiting: Mutex::new(HashMap::new()),
+            stream: Mutex::new(Stream {
+                tx: None,
+                opened: false,
+                tag,
+                replay: Replay {
+                    last: 0,
+                    events: VecDeque::new(),
+                    bytes: 0,
+                    max_events: limits.replay_events,
+                    max_bytes: limits.replay_bytes,
+                },
+            }),
+            next_seq: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Who gets `msg` (`line`): the POST it answers; a POST whose progress
+    /// it reports; else the GET stream while one is open; else the latest
+    /// POST that may stream; else, once the client has opened a GET stream,
+    /// that stream's replay buffer, for the client to resume.
+    fn target(&self, msg: &Value, line: &[u8]) -> Target {
         let mut waiting = lock(&self.waiting);
         match classify(msg) {
-            Kind::Response { id } => return waiting.remove(&id_key(id)).map(|w| w.tx),
+            Kind::Response { id } => {
+                return waiting
+                    .remove(&id_key(id))
+                    .map_or(Target::Nobody, |w| Target::Post(w.tx));
+            }
             Kind::Notification
                 if msg.get("method").and_then(Value::as_str) == Some("notifications/progress") =>
             {
@@ -110,25 +246,35 @@ impl Routes {
                     .values()
                     .find(|w| token.is_some() && w.progress == token)
                 {
-                    return Some(w.tx.clone());
+                    return Target::Post(w.tx.clone());
                 }
             }
             _ => {}
         }
-        if let Some(s) = lock(&self.stream).as_ref().filter(|s| !s.is_closed()) {
-            return Some(s.clone());
+        let mut stream = lock(&self.stream);
+        // Numbered and kept under the same lock a GET takes to replay and
+        // to open: each event is replayed or sent live, never both.
+        let open = stream.tx.as_ref().filter(|s| !s.is_closed()).cloned();
+        if open.is_none() {
+            let post = waiting.values().filter(|w| w.streams).max_by_key(|w| w.seq);
+            if let Some(w) = post {
+                return Target::Post(w.tx.clone());
+            }
+            if !stream.opened {
+                return Target::Nobody;
+            }
         }
-        waiting
-            .values()
-            .filter(|w| w.streams)
-            .max_by_key(|w| w.seq)
-            .map(|w| w.tx.clone())
+        let seq = stream.replay.push(line.to_vec());
+        Target::Stream(open, seq)
     }
 
     /// Whether anything is in flight or listening.
     fn busy(&self) -> bool {
         !lock(&self.waiting).is_empty()
-            || lock(&self.stream).as_ref().is_some_and(|s| !s.is_closed())
+            || lock(&self.stream)
+                .tx
+                .as_ref()
+                .is_some_and(|s| !s.is_closed())
     }
 
     /// The hub is gone: every waiting POST and the stream end.
@@ -138,7 +284,7 @@ impl Routes {
             self.closed.store(true, Ordering::SeqCst);
             waiting.clear();
         }
-        lock(&self.stream).take();
+        lock(&self.stream).tx.take();
     }
 }
 
@@ -148,11 +294,16 @@ async fn dispatch(mut rx: mpsc::Receiver<Vec<u8>>, routes: Arc<Routes>) {
         let Ok(msg) = serde_json::from_slice::<Value>(&line) else {
             continue;
         };
-        match routes.target(&msg) {
-            Some(tx) => {
+        match routes.target(&msg, &line) {
+            Target::Post(tx) => {
                 let _ = tx.send(line).await;
             }
-            None => eprintln!(
+            Target::Stream(Some(tx), seq) => {
+                let _ = tx.send((seq, line)).await;
+            }
+            // Kept for the client to resume its GET stream.
+            Target::Stream(None, _) => {}
+            Target::Nobody => eprintln!(
                 "warden mcp: dropped a message for an HTTP client that has no stream open"
             ),
         }
@@ -312,7 +463,7 @@ impl Front {
                 &e.to_string(),
             ))
         })?;
-        let routes = Arc::new(Routes::default());
+        let routes = Arc::new(Routes::new(&self.limits));
         tokio::spawn(dispatch(rx, Arc::clone(&routes)));
         Ok(Arc::new(Live {
             hub,
@@ -480,8 +631,10 @@ async fn ask(live: Arc<Live>, bytes: Bytes, msg: &Value, id: &Value, done: Done)
 /// `initialize` without a session: a new hub answers it; when it succeeds
 /// the hub becomes a session and the answer carries its id.
 async fn initialize(f: &Arc<Front>, bytes: Bytes, msg: &Value, id: &Value) -> Response<Body> {
-    // The audit session is not the client's session id (which is a secret of sorts).
-    let live = match f.open(format!("mcp-{}", warden_core::Decision::new_id())) {
+    // Decided and audited under the session id the client will be given,
+    // so audit records name the session the client saw.
+    let sid = warden_core::Decision::new_id();
+    let live = match f.open(sid.clone()) {
         Ok(l) => l,
         Err(refused) => return *refused,
     };
@@ -508,7 +661,6 @@ async fn initialize(f: &Arc<Front>, bytes: Bytes, msg: &Value, id: &Value) -> Re
         return ended(id);
     };
     let ok = serde_json::from_slice::<Value>(&answer).is_ok_and(|m| m.get("result").is_some());
-    let sid = warden_core::Decision::new_id();
     let mut r = json_response(StatusCode::OK, answer);
     match HeaderValue::from_str(&sid).ok().filter(|_| ok) {
         Some(v) => {
@@ -596,20 +748,80 @@ fn accepted() -> Response<Body> {
     r
 }
 
+/// The answer to a GET whose `Last-Event-ID` the session cannot resume from.
+fn cannot_resume(limits: &ListenLimits) -> Response<Body> {
+    rpc_error(
+        StatusCode::CONFLICT,
+        &Value::Null,
+        INVALID_REQUEST,
+        &format!(
+            "cannot resume after that Last-Event-ID: it is not an event of this session's \
+             stream, or events after it are no longer kept (the last {} events, {} bytes at \
+             most); GET without Last-Event-ID to continue from now on",
+            limits.replay_events, limits.replay_bytes
+        ),
+    )
+}
+
+/// `id: <tag>-<seq>` and the message as one SSE event.
+fn numbered(tag: &str, seq: u64, line: &[u8]) -> Vec<u8> {
+    event_with(
+        format!("id: {tag}-{seq}\nevent: message\n").as_bytes(),
+        line,
+    )
+}
+
 async fn get(State(f): State<Arc<Front>>, headers: HeaderMap) -> Response<Body> {
     let Some(live) = f.session(&session_of(&headers)) else {
         return unknown_session();
     };
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-    // A new stream replaces the old one, which ends.
-    *lock(&live.routes.stream) = Some(tx);
+    let resume = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(256);
+    let (tag, replay, mut sent) = {
+        let mut stream = lock(&live.routes.stream);
+        // Closed since it was looked up (`close` clears the stream after).
+        if live.routes.closed.load(Ordering::SeqCst) {
+            return unknown_session();
+        }
+        let replay = match resume.as_deref().map(|id| stream.resume(id)) {
+            None => Vec::new(),
+            Some(Some(events)) => events,
+            // Refused before anything changes: the open stream stays.
+            Some(None) => return cannot_resume(&f.limits),
+        };
+        // A new stream replaces the old one, which ends.
+        stream.tx = Some(tx);
+        stream.opened = true;
+        (stream.tag.clone(), replay, stream.replay.last)
+    };
     let (mut out, body) = http_body_util::channel::Channel::<Bytes, hyper::Error>::new(32);
     tokio::spawn(async move {
+        // What it missed first; else an event with the id to resume from
+        // and no data (which SSE clients do not dispatch).
+        let mut first: Vec<Vec<u8>> = replay
+            .iter()
+            .map(|(seq, line)| numbered(&tag, *seq, line))
+            .collect();
+        if first.is_empty() {
+            first.push(format!("id: {tag}-{sent}\ndata:\n\n").into_bytes());
+        }
+        for event in first {
+            if out.send_data(Bytes::from(event)).await.is_err() {
+                return;
+            }
+        }
         loop {
             // A comment now and then: a client that went away is noticed
             // (the session can then go idle), and proxies keep the stream.
             let event = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-                Ok(Some(line)) => event_with(b"event: message\n", &line),
+                // Replayed already.
+                Ok(Some((seq, _))) if seq <= sent => continue,
+                Ok(Some((seq, line))) => {
+                    sent = seq;
+                    numbered(&tag, seq, &line)
+                }
                 Ok(None) => break,
                 Err(_) => b": keep-alive\n\n".to_vec(),
             };

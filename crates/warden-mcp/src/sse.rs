@@ -64,6 +64,39 @@ pub(crate) fn event_json(event: &[u8]) -> Option<Value> {
     serde_json::from_str(&data.join("\n")).ok()
 }
 
+/// What an SSE event says besides its data: its `id` field (`Some("")`
+/// resets the last event id; an id holding NUL is ignored, as browsers do)
+/// and its `retry` field (the reconnection time in milliseconds; ignored
+/// unless all ASCII digits).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct EventMeta {
+    pub(crate) id: Option<String>,
+    pub(crate) retry: Option<u64>,
+}
+
+/// The `id` and `retry` fields of `event` (the last of each wins).
+pub(crate) fn event_meta(event: &[u8]) -> EventMeta {
+    let mut meta = EventMeta::default();
+    let text = String::from_utf8_lossy(event);
+    for l in text.lines() {
+        if l.starts_with(':') {
+            continue;
+        }
+        let (field, value) = match l.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (l, ""),
+        };
+        match field {
+            "id" if !value.contains('\0') => meta.id = Some(value.to_owned()),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                meta.retry = value.parse().ok();
+            }
+            _ => {}
+        }
+    }
+    meta
+}
+
 /// The event with its data replaced by `msg` (other fields kept).
 pub(crate) fn event_with(event: &[u8], msg: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(event);
@@ -98,6 +131,27 @@ mod tests {
         assert_eq!(
             event_with(b"id: 7\nevent: message\ndata: {}\n\n", b"{\"x\":1}\n"),
             b"id: 7\nevent: message\ndata: {\"x\":1}\n\n"
+        );
+    }
+
+    #[test]
+    fn ids_and_retry_fields_are_read_like_a_browser_does() {
+        let m = event_meta(b"id: s-4\nretry: 2500\nevent: message\ndata: {}\n\n");
+        assert_eq!(m.id.as_deref(), Some("s-4"));
+        assert_eq!(m.retry, Some(2500));
+        // No space after the colon; the last field wins; CRLF lines.
+        let m = event_meta(b"id:a\r\nid:b\r\nretry:10\r\n\r\n");
+        assert_eq!(m.id.as_deref(), Some("b"));
+        assert_eq!(m.retry, Some(10));
+        // A bare `id` resets; a NUL id and a non-numeric retry are ignored;
+        // comments are not fields.
+        assert_eq!(event_meta(b"id\n\n").id.as_deref(), Some(""));
+        let m = event_meta(b"id: x\0y\nretry: 1s\n: id: 9\ndata: {}\n\n");
+        assert_eq!(m, EventMeta::default());
+        assert_eq!(event_meta(b"retry: -5\n\n").retry, None);
+        assert_eq!(
+            event_meta(b"retry: 99999999999999999999999\n\n").retry,
+            None
         );
     }
 }

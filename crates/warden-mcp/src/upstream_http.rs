@@ -11,7 +11,7 @@
 
 use crate::conn::OWN_REQUEST_TIMEOUT;
 use crate::jsonrpc::{Kind, classify};
-use crate::sse::{SseSplitter, event_json, is_sse};
+use crate::sse::{SseSplitter, event_json, event_meta, is_sse};
 use crate::upstream_client::{HttpTarget, UpstreamClient, describe};
 use axum::http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -24,8 +24,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Pause before reopening a GET stream the server ended.
+/// Pause before reopening a GET stream that ended or broke, unless the
+/// server's `retry:` field names another.
 const GET_REOPEN: Duration = Duration::from_secs(1);
+/// Longest pause between two attempts to reopen a GET stream.
+const GET_REOPEN_MAX: Duration = Duration::from_secs(30);
+/// Failed attempts in a row after which a GET stream is given up.
+const GET_ATTEMPTS: u32 = 5;
 /// Longest wait for the server to acknowledge the session's DELETE.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -301,33 +306,95 @@ impl HttpUpstream {
         Ok(())
     }
 
-    /// The optional GET stream for server-initiated messages: reopened while
-    /// the session lasts; a server that does not offer one (405) has none.
+    /// The optional GET stream for server-initiated messages, kept open
+    /// while the session lasts; a server that does not offer one (405, or
+    /// anything but an SSE stream on the first try) has none.
+    ///
+    /// The last event id seen is remembered: a stream that ends or breaks
+    /// is reopened with `Last-Event-ID`, so a server that supports
+    /// resumption replays what it sent meanwhile (delivered to `sink` like
+    /// anything else, so screened the same way). The pause before reopening
+    /// is the server's `retry:` field, else [`GET_REOPEN`], at most
+    /// [`GET_REOPEN_MAX`]; failed attempts in a row (unreachable, a 5xx, a
+    /// 429) double it up to that bound, and after [`GET_ATTEMPTS`] of them the stream is
+    /// given up. A server that refuses the id (another 4xx) is asked once
+    /// more without it: what it sent meanwhile is then lost (logged).
     async fn listen<S: Sink>(self: Arc<Self>, s: Arc<Session>, sink: Arc<S>) -> Result<(), String> {
+        let mut last_id: Option<String> = None;
+        let mut retry: Option<Duration> = None;
+        let mut failures: u32 = 0;
+        let mut opened = false;
         loop {
+            if opened {
+                if failures >= GET_ATTEMPTS {
+                    eprintln!(
+                        "warden mcp: the upstream's GET stream could not be reopened ({GET_ATTEMPTS} attempts); closed"
+                    );
+                    return Ok(());
+                }
+                tokio::time::sleep(reopen_pause(retry, failures)).await;
+            }
             let Ok(mut req) = self.request(Method::GET, &s, Bytes::new()) else {
                 return Ok(());
             };
-            req.headers_mut()
-                .insert("accept", HeaderValue::from_static("text/event-stream"));
-            let Ok(resp) = self.client.request(req).await else {
-                // Unreachable: the next POST finds out and ends the session.
-                return Ok(());
-            };
-            if resp.status() != StatusCode::OK || !is_sse(resp.headers()) {
-                return Ok(());
+            let h = req.headers_mut();
+            h.insert("accept", HeaderValue::from_static("text/event-stream"));
+            if let Some(v) = last_id
+                .as_deref()
+                .and_then(|id| HeaderValue::from_str(id).ok())
+            {
+                h.insert("last-event-id", v);
             }
-            let mut events = Events::new(resp.into_body(), self.max);
-            while let Some(m) = events.next().await {
-                match m {
-                    Ok(m) => sink.deliver(Inbound::Message(m)).await,
-                    Err(e) => {
-                        eprintln!("warden mcp: the upstream's GET stream: {e}; closed");
-                        return Ok(());
-                    }
+            let resp = match self.client.request(req).await {
+                Ok(r) => r,
+                // Unreachable at first: the next POST finds out and ends
+                // the session. Later: the stream is retried.
+                Err(_) if !opened => return Ok(()),
+                Err(_) => {
+                    failures += 1;
+                    continue;
                 }
+            };
+            let status = resp.status();
+            if status != StatusCode::OK || !is_sse(resp.headers()) {
+                match status {
+                    _ if !opened => return Ok(()),
+                    StatusCode::TOO_MANY_REQUESTS => failures += 1,
+                    _ if status.is_server_error() => failures += 1,
+                    // 404: the session expired, the next POST finds out; 405: no stream.
+                    StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => return Ok(()),
+                    _ if status.is_client_error() && last_id.is_some() => {
+                        eprintln!(
+                            "warden mcp: the upstream refused to resume its GET stream (HTTP {status}); reopened without Last-Event-ID, messages it sent meanwhile are lost"
+                        );
+                        last_id = None;
+                        failures += 1;
+                    }
+                    _ => return Ok(()),
+                }
+                continue;
             }
-            tokio::time::sleep(GET_REOPEN).await;
+            opened = true;
+            failures = 0;
+            let mut events = Events::new(resp.into_body(), self.max);
+            events.last_id = last_id.take();
+            let over = loop {
+                match events.next().await {
+                    Some(Ok(m)) => sink.deliver(Inbound::Message(m)).await,
+                    Some(Err(e)) => {
+                        eprintln!("warden mcp: the upstream's GET stream: {e}");
+                        break events.over;
+                    }
+                    None => break false,
+                }
+            };
+            if over {
+                // Resuming would only bring the same event again.
+                eprintln!("warden mcp: the upstream's GET stream is closed");
+                return Ok(());
+            }
+            last_id = events.last_id.take().filter(|id| !id.is_empty());
+            retry = events.retry.map(Duration::from_millis).or(retry);
         }
     }
 
@@ -342,6 +409,16 @@ impl HttpUpstream {
     }
 }
 
+/// The pause before reopening a GET stream after `failures` failed
+/// attempts in a row: `retry` (the server's) or [`GET_REOPEN`], doubled per
+/// failure, never more than [`GET_REOPEN_MAX`] (a longer `retry` too).
+fn reopen_pause(retry: Option<Duration>, failures: u32) -> Duration {
+    retry
+        .unwrap_or(GET_REOPEN)
+        .saturating_mul(1 << failures.min(16))
+        .min(GET_REOPEN_MAX)
+}
+
 fn oversize(max: usize) -> String {
     format!("the server's answer exceeds the gateway limit of {max} bytes")
 }
@@ -353,6 +430,12 @@ struct Events<B> {
     ready: VecDeque<Vec<u8>>,
     max: usize,
     done: bool,
+    /// The last event id: of the events returned (or skipped) so far.
+    last_id: Option<String>,
+    /// The last `retry:` field, in milliseconds.
+    retry: Option<u64>,
+    /// Whether the stream ended on an event over `max`.
+    over: bool,
 }
 
 impl<B> Events<B>
@@ -367,7 +450,18 @@ where
             ready: VecDeque::new(),
             max,
             done: false,
+            last_id: None,
+            retry: None,
+            over: false,
         }
+    }
+
+    /// Ends the stream on an event over the limit.
+    fn too_big(&mut self) -> Option<Result<Value, String>> {
+        self.done = true;
+        self.over = true;
+        self.ready.clear();
+        Some(Err(oversize(self.max)))
     }
 
     /// The next message; `None` at the end; `Err` when the stream broke or
@@ -376,10 +470,13 @@ where
         loop {
             if let Some(event) = self.ready.pop_front() {
                 if event.len() > self.max {
-                    self.done = true;
-                    self.ready.clear();
-                    return Some(Err(oversize(self.max)));
+                    return self.too_big();
                 }
+                let meta = event_meta(&event);
+                if let Some(id) = meta.id {
+                    self.last_id = Some(id);
+                }
+                self.retry = meta.retry.or(self.retry);
                 match event_json(&event) {
                     Some(m) if m.is_object() => return Some(Ok(m)),
                     // Comments, keep-alives, priming events without data.
@@ -408,9 +505,7 @@ where
                     };
                     self.ready.extend(self.split.push(&data));
                     if self.split.buf.len() > self.max {
-                        self.done = true;
-                        self.ready.clear();
-                        return Some(Err(oversize(self.max)));
+                        return self.too_big();
                     }
                 }
             }
@@ -449,6 +544,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn events_remember_the_last_id_and_retry() {
+        let text = "id: s-1\nretry: 250\ndata:\n\nid: s-2\ndata: {\"a\":1}\n\n: no id here\n\ndata: {\"b\":2}\n\nid: s-3\n\n".to_owned();
+        let mut e = Events::new(body(text), 1024);
+        e.last_id = Some("before".to_owned());
+        assert_eq!(e.next().await, Some(Ok(json!({"a": 1}))));
+        assert_eq!(e.last_id.as_deref(), Some("s-2"));
+        assert_eq!(e.retry, Some(250));
+        // An event without an id keeps the last one.
+        assert_eq!(e.next().await, Some(Ok(json!({"b": 2}))));
+        assert_eq!(e.last_id.as_deref(), Some("s-2"));
+        // A trailing id-only event still counts once the stream ends.
+        assert_eq!(e.next().await, None);
+        assert_eq!(e.last_id.as_deref(), Some("s-3"));
+        assert!(!e.over);
+    }
+
+    #[test]
+    fn reopening_backs_off_within_bounds() {
+        assert_eq!(reopen_pause(None, 0), GET_REOPEN);
+        assert_eq!(reopen_pause(None, 2), GET_REOPEN * 4);
+        assert_eq!(reopen_pause(None, 40), GET_REOPEN_MAX);
+        let ms = Duration::from_millis;
+        assert_eq!(reopen_pause(Some(ms(100)), 0), ms(100));
+        assert_eq!(reopen_pause(Some(ms(100)), 3), ms(800));
+        // A server asking for an hour gets the longest pause, not an hour.
+        assert_eq!(reopen_pause(Some(ms(3_600_000)), 0), GET_REOPEN_MAX);
+        assert_eq!(reopen_pause(Some(Duration::MAX), 5), GET_REOPEN_MAX);
+    }
+
+    #[tokio::test]
     async fn an_event_over_the_limit_ends_the_stream_with_an_error() {
         // One chunk holding a whole oversize event, then a small one.
         let text = format!("data: {{\"t\":\"{}\"}}\n\ndata: {{}}\n\n", "x".repeat(200));
@@ -457,8 +582,9 @@ mod tests {
         assert!(got[0].as_ref().unwrap_err().contains("limit of 100 bytes"));
         // An unterminated event growing past the limit.
         let text = format!("data: {}", "y".repeat(200));
-        let got = all(Events::new(body(text), 100)).await;
-        assert_eq!(got.len(), 1, "{got:?}");
-        assert!(got[0].is_err());
+        let mut e = Events::new(body(text), 100);
+        assert!(e.next().await.unwrap().is_err());
+        assert!(e.over);
+        assert_eq!(e.next().await, None);
     }
 }

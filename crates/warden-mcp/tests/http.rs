@@ -5,13 +5,10 @@
 
 mod common;
 
-use common::{Capture, kernel, policy};
+use common::{Capture, call, kernel, policy, send};
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,30 +98,7 @@ async fn start() -> Harness {
 }
 
 async fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client
-        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8(bytes.to_vec()).unwrap(),
-    )
-}
-
-fn call(id: i64, tool: &str) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": tool, "arguments": {"x": 1}}})
-    .to_string()
+    send(Method::POST, url, headers, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,10 +11,7 @@ mod common;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
-use common::{Capture, kernel, policy};
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
+use common::{Capture, call, kernel, policy, send};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -160,41 +157,6 @@ fn write_ca(dir: &Path, pki: &Pki) -> std::path::PathBuf {
 fn gateway(label: &str) -> Arc<Gateway> {
     let k = kernel(&policy("tls-test", ""), &Arc::new(Capture::default()));
     Arc::new(Gateway::new(k, "agent-1", label))
-}
-
-/// One exchange with the gateway: status, headers, body.
-async fn send(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (StatusCode, HeaderMap, String) {
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client
-        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8(bytes.to_vec()).unwrap(),
-    )
-}
-
-fn call(id: i64, tool: &str) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": tool, "arguments": {"x": 1}}})
-    .to_string()
 }
 
 fn initialize() -> String {

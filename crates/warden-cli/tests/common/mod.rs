@@ -1,8 +1,8 @@
 //! Support shared by the CLI's integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{ChildStderr, Command, Output, Stdio};
 
 /// Runs the built `warden` binary with `args`, feeding it `stdin`.
 pub fn warden(args: &[&str], stdin: &str) -> Output {
@@ -49,4 +49,53 @@ pub fn http_exchange(
         .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
         .collect();
     (status, headers, body.to_owned())
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A gateway started by [`listening`]: the process, its stderr (kept open so
+/// it can go on logging) and the line saying where it listens.
+pub struct Listening {
+    /// The process, killed on drop.
+    pub child: Killed,
+    /// The rest of its stderr.
+    pub stderr: BufReader<ChildStderr>,
+    /// The `... listening on http://HOST:PORT/...` line.
+    pub line: String,
+}
+
+impl Listening {
+    /// `HOST:PORT` from the listening line.
+    pub fn addr(&self) -> String {
+        self.line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// Spawns `cmd` with stderr piped and waits for its "listening on" line.
+pub fn listening(cmd: &mut Command) -> Listening {
+    let mut child = Killed(cmd.stderr(Stdio::piped()).spawn().unwrap());
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "gateway exited");
+    }
+    Listening {
+        child,
+        stderr,
+        line,
+    }
 }
