@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Capture, WEB_NO_BLOCKED_ECHO, kernel, policy};
+use common::{Capture, WEB_NO_BLOCKED_ECHO, kernel, mcp_request, policy};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
@@ -167,26 +167,8 @@ impl Gw {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Answer {
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(&self.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        if let Some(s) = session {
-            req = req.header("mcp-session-id", s);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let resp = tokio::time::timeout(
-            Duration::from_secs(20),
-            self.http
-                .request(req.body(Full::new(Bytes::from(body))).unwrap()),
-        )
-        .await
-        .expect("no answer within 20 s")
-        .unwrap();
+        let resp = mcp_request(&self.http, &self.url, method, session, &body, headers).await;
         let (parts, body) = resp.into_parts();
         let sse = parts
             .headers

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::{Capture, kernel, policy};
+use common::{Capture, kernel, mcp_request, policy};
 use http_body_util::{BodyExt as _, Full};
 use hyper::Method;
 use hyper::body::{Bytes, Incoming};
@@ -379,26 +379,8 @@ impl Gw {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> hyper::Response<Incoming> {
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(&self.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        if let Some(s) = session {
-            req = req.header("mcp-session-id", s);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            self.http
-                .request(req.body(Full::new(Bytes::from(body))).unwrap()),
-        )
-        .await
-        .expect("no answer within 20 s")
-        .unwrap()
+        mcp_request(&self.http, &self.url, method, session, &body, headers).await
     }
 
     /// A POST answered in JSON: status, session header, the message.

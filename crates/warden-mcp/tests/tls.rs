@@ -538,26 +538,19 @@ async fn non_loopback_listeners_need_a_token_or_an_explicit_opt_out() {
     .unwrap_err();
     assert!(e.to_string().contains("--insecure-no-auth"), "{e}");
     // With a token, or told to, it serves (stopped at once here).
-    let specs = multi_specs(dir.path(), "http://127.0.0.1:1/mcp", None).unwrap();
-    let auth = ClientAuth::token(GW_TOKEN, "test").unwrap();
-    serve_multi_http(
-        specs,
-        any().await,
-        ListenLimits::default(),
-        auth,
-        std::future::ready(()),
-    )
-    .await
-    .unwrap();
-    let specs = multi_specs(dir.path(), "http://127.0.0.1:1/mcp", None).unwrap();
-    let auth = ClientAuth::insecure_no_auth();
-    serve_multi_http(
-        specs,
-        any().await,
-        ListenLimits::default(),
-        auth,
-        std::future::ready(()),
-    )
-    .await
-    .unwrap();
+    for auth in [
+        ClientAuth::token(GW_TOKEN, "test").unwrap(),
+        ClientAuth::insecure_no_auth(),
+    ] {
+        let specs = multi_specs(dir.path(), "http://127.0.0.1:1/mcp", None).unwrap();
+        serve_multi_http(
+            specs,
+            any().await,
+            ListenLimits::default(),
+            auth,
+            std::future::ready(()),
+        )
+        .await
+        .unwrap();
+    }
 }

@@ -6,8 +6,9 @@
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -269,7 +270,38 @@ pub fn text(r: &Value) -> String {
         .to_owned()
 }
 
-/// One exchange with the gateway: status, headers, body.
+/// An MCP request over HTTP to `url`: a JSON body (empty for `None`), both
+/// answer types accepted, `Mcp-Session-Id` when `session` is given, plus
+/// `headers`; answered (headers) within 20 s.
+pub async fn mcp_request(
+    http: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    method: Method,
+    session: Option<&str>,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> hyper::Response<Incoming> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        http.request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()),
+    )
+    .await
+    .expect("no answer within 20 s")
+    .unwrap()
+}
+
+/// One exchange with the gateway on a fresh client: status, headers, body.
 pub async fn send(
     method: Method,
     url: &str,
@@ -277,18 +309,7 @@ pub async fn send(
     body: &str,
 ) -> (StatusCode, HeaderMap, String) {
     let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client
-        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
+    let resp = mcp_request(&client, url, method, None, body, headers).await;
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     (
