@@ -29,6 +29,31 @@ const RULES: &str = r#"
 #[derive(Default)]
 struct Upstream {
     calls: AtomicUsize,
+    /// `Last-Event-ID` of the last GET.
+    last_event_id: std::sync::Mutex<Option<String>>,
+}
+
+/// The upstream's GET stream: what a resuming server sends after the
+/// client's `Last-Event-ID` (two notifications and a stray response).
+async fn stream(
+    axum::extract::State(u): axum::extract::State<Arc<Upstream>>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let last = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    *u.last_event_id.lock().unwrap() = last;
+    let note = |n: u32| {
+        json!({"jsonrpc": "2.0", "method": "notifications/message",
+            "params": {"level": "info", "data": n}})
+    };
+    let stray = json!({"jsonrpc": "2.0", "id": 3, "result": {}});
+    let sse = format!(
+        "id: 5\nevent: message\ndata: {}\n\nid: 6\nevent: message\ndata: {stray}\n\nid: 7\nevent: message\ndata: {}\n\n",
+        note(5),
+        note(7)
+    );
+    ([("content-type", "text/event-stream")], sse).into_response()
 }
 
 async fn upstream(
@@ -76,7 +101,7 @@ struct Harness {
 async fn start() -> Harness {
     let up = Arc::new(Upstream::default());
     let app = axum::Router::new()
-        .route("/mcp", axum::routing::post(upstream))
+        .route("/mcp", axum::routing::post(upstream).get(stream))
         .with_state(Arc::clone(&up));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_url = format!("http://{}/mcp", l.local_addr().unwrap());
@@ -231,4 +256,35 @@ async fn malformed_oversize_and_unreachable() {
             if t == "echo" && reasons.iter().any(|r| r.contains("could not be listed")))),
         "{events:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_streams_resume_end_to_end_through_the_proxy() {
+    let h = start().await;
+    let (status, headers, body) = send(
+        Method::GET,
+        &h.url,
+        &[("mcp-session-id", "s-1"), ("last-event-id", "4")],
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    // The client's Last-Event-ID reached the upstream ...
+    assert_eq!(
+        h.upstream.last_event_id.lock().unwrap().as_deref(),
+        Some("4")
+    );
+    // ... and the events came back with their ids, the stray response dropped.
+    assert!(
+        body.contains("id: 5\n") && body.contains("id: 7\n"),
+        "{body}"
+    );
+    assert!(!body.contains("id: 6\n"), "{body}");
+    assert!(body.find("\"data\":5").unwrap() < body.find("\"data\":7").unwrap());
 }
