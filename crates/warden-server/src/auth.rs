@@ -54,10 +54,42 @@ pub enum AuthError {
     /// The OS random generator failed.
     #[error("generating the admin token: {0}")]
     Random(String),
+    /// The token file may be read by every user on the machine.
+    #[error("admin token {path}: readable by every user (mode {mode:o}); `chmod 600` it")]
+    Exposed {
+        /// The token file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// Refuses a token file every user may read (a token anyone on the
+/// machine can read guards nothing), as `warden mcp` does for its own.
+fn refuse_exposed(path: &Path) -> Result<(), AuthError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .map_err(|source| AuthError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o004 != 0 {
+            return Err(AuthError::Exposed {
+                path: path.to_path_buf(),
+                mode: mode & 0o777,
+            });
+        }
+    }
+    let _ = path;
+    Ok(())
 }
 
 fn valid(token: &str) -> bool {
@@ -83,7 +115,10 @@ impl AdminAuth {
             source,
         };
         let token = match std::fs::read_to_string(path) {
-            Ok(t) => t.trim().to_owned(),
+            Ok(t) => {
+                refuse_exposed(path)?;
+                t.trim().to_owned()
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
                 getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
@@ -209,7 +244,33 @@ mod tests {
         assert!(AdminAuth::from_token("sixteen chars with spaces").is_err());
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
-        std::fs::write(&p, "abc\n").unwrap();
-        assert!(AdminAuth::from_file(&p).is_err());
+        private_file(&p, "abc\n");
+        assert!(matches!(AdminAuth::from_file(&p), Err(AuthError::Weak(_))));
+    }
+
+    /// Writes `text` to `path` with mode 0600.
+    fn private_file(path: &Path, text: &str) {
+        let mut f = create_private(path).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_every_user_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("admin-token");
+        private_file(&p, "0123456789abcdef-token\n");
+        assert!(AdminAuth::from_file(&p).is_ok());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = AdminAuth::from_file(&p).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Exposed { mode: 0o644, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        // Group-readable (a shared secrets group) is the operator's choice.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(AdminAuth::from_file(&p).is_ok());
     }
 }
