@@ -324,18 +324,13 @@ impl Http {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(self.upstream.uri().clone())
-            .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
-        for (k, v) in headers {
-            if !HOP.contains(&k.as_str()) {
-                req.headers_mut().append(k.clone(), v.clone());
+        self.upstream.request(method, body, |h| {
+            for (k, v) in headers {
+                if !HOP.contains(&k.as_str()) {
+                    h.append(k.clone(), v.clone());
+                }
             }
-        }
-        self.upstream.apply_headers(req.headers_mut());
-        Ok(req)
+        })
     }
 
     fn with_book<T>(&self, session: &str, f: impl FnOnce(&mut ToolBook) -> T) -> T {

@@ -151,12 +151,25 @@ impl HttpTarget {
         Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
     }
 
-    /// Sets the configured headers on `headers` (replacing what is there
-    /// under the same names).
-    pub(crate) fn apply_headers(&self, headers: &mut HeaderMap) {
+    /// A request to this endpoint carrying `body`: the headers `set` puts
+    /// on it, then the configured headers (replacing any of the same name).
+    pub(crate) fn request(
+        &self,
+        method: hyper::Method,
+        body: Bytes,
+        set: impl FnOnce(&mut HeaderMap),
+    ) -> Result<hyper::Request<Full<Bytes>>, String> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(self.uri.clone())
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let headers = req.headers_mut();
+        set(headers);
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
+        Ok(req)
     }
 }
 

@@ -144,20 +144,15 @@ impl HttpUpstream {
         s: &Session,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(self.target.uri().clone())
-            .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
-        let h = req.headers_mut();
-        self.target.apply_headers(h);
-        if let Some(id) = lock(&s.id).clone() {
-            h.insert("mcp-session-id", id);
-        }
-        if let Some(v) = lock(&s.version).clone() {
-            h.insert("mcp-protocol-version", v);
-        }
-        Ok(req)
+        // The session's headers are managed names, never configured ones.
+        self.target.request(method, body, |h| {
+            if let Some(id) = lock(&s.id).clone() {
+                h.insert("mcp-session-id", id);
+            }
+            if let Some(v) = lock(&s.version).clone() {
+                h.insert("mcp-protocol-version", v);
+            }
+        })
     }
 
     /// POSTs one message and delivers what comes back. `Err` only when the
