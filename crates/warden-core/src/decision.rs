@@ -136,7 +136,6 @@ thread_local! {
     });
 }
 
-/// SplitMix64: a bijection of its counter, so a thread never repeats an output.
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> u64 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
@@ -150,6 +149,7 @@ pub fn unix_ms() -> u64 {
     }
 }
 
+/// SplitMix64: a bijection of its counter, so a thread never repeats an output.
 fn next_random() -> u64 {
     STATE.with(|s| {
         let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -206,6 +206,29 @@ mod tests {
         assert_eq!(set.len(), ids.len());
         let u = uuid::Uuid::parse_str(&ids[0]).unwrap();
         assert_eq!(u.get_version_num(), 7);
+    }
+
+    #[test]
+    fn ids_carry_the_given_time_and_the_clock_reads_milliseconds() {
+        let ms = 1_763_800_000_123;
+        let id = Decision::new_id_at(ms);
+        let u = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(id, u.hyphenated().to_string(), "lower-case hyphenated");
+        let (secs, nanos) = u.get_timestamp().unwrap().to_unix();
+        assert_eq!(secs * 1000 + u64::from(nanos / 1_000_000), ms);
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let now = unix_ms();
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
     }
 
     #[test]
