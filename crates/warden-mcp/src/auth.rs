@@ -15,54 +15,34 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use axum::middleware::Next;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use subtle::ConstantTimeEq as _;
+use warden_token::{BearerToken, TokenError};
+
+pub use warden_token::MIN_TOKEN_LEN;
 
 /// The environment variable holding the client token.
 pub const TOKEN_ENV: &str = "WARDEN_MCP_TOKEN";
-/// Shortest token accepted (printable ASCII, no spaces), as for the sidecar's admin token.
-pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Who may use the HTTP gateway.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ClientAuth {
-    /// SHA-256 of the token; `None`: no token.
-    digest: Option<[u8; 32]>,
+    /// The required token (its digest only); `None`: no token.
+    token: Option<BearerToken>,
     /// Without a token, serve non-loopback addresses too.
     insecure: bool,
 }
 
-impl std::fmt::Debug for ClientAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientAuth")
-            .field("token", &self.digest.map(|_| "<set>"))
-            .field("insecure", &self.insecure)
-            .finish()
-    }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn valid(token: &str) -> bool {
-    token.len() >= MIN_TOKEN_LEN && token.bytes().all(|b| b.is_ascii_graphic())
-}
-
-fn weak(source: &str) -> McpError {
-    McpError::Auth(format!(
-        "client token from {source}: needs at least {MIN_TOKEN_LEN} printable ASCII characters without spaces"
-    ))
+fn refused(source: &str, e: TokenError) -> McpError {
+    McpError::Auth(format!("client token from {source}: {e}"))
 }
 
 impl ClientAuth {
     /// No token: the gateway may listen on loopback addresses only.
     pub fn loopback_only() -> ClientAuth {
         ClientAuth {
-            digest: None,
+            token: None,
             insecure: false,
         }
     }
@@ -71,42 +51,29 @@ impl ClientAuth {
     /// every upstream through it (`--insecure-no-auth`).
     pub fn insecure_no_auth() -> ClientAuth {
         ClientAuth {
-            digest: None,
+            token: None,
             insecure: true,
         }
     }
 
     /// Requires `token` (from `source`, named in errors: e.g. [`TOKEN_ENV`]).
     pub fn token(token: &str, source: &str) -> Result<ClientAuth, McpError> {
-        if !valid(token) {
-            return Err(weak(source));
-        }
         Ok(ClientAuth {
-            digest: Some(digest(token)),
+            token: Some(BearerToken::new(token).map_err(|e| refused(source, e))?),
             insecure: false,
         })
     }
 
     /// Requires the token in the file `path` (trimmed). On Unix the file
-    /// must not be readable by others (`chmod 600`).
+    /// must not be readable by every user (`chmod 600`).
     pub fn token_file(path: &Path) -> Result<ClientAuth, McpError> {
-        let io = |e: std::io::Error| {
-            McpError::Auth(format!("client token file {}: {e}", path.display()))
-        };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-            if mode & 0o004 != 0 {
-                return Err(McpError::Auth(format!(
-                    "client token file {} is readable by every user (mode {:o}): `chmod 600` it",
-                    path.display(),
-                    mode & 0o777
-                )));
-            }
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        ClientAuth::token(text.trim(), &path.display().to_string())
+        Ok(ClientAuth {
+            token: Some(
+                BearerToken::from_file(path)
+                    .map_err(|e| refused(&path.display().to_string(), e))?,
+            ),
+            insecure: false,
+        })
     }
 
     /// The token from `env_token` (the value of [`TOKEN_ENV`], if set),
@@ -128,14 +95,14 @@ impl ClientAuth {
 
     /// Whether requests must carry the token.
     pub fn requires_token(&self) -> bool {
-        self.digest.is_some()
+        self.token.is_some()
     }
 
     /// Whether the gateway may serve on `addr`: always with a token or
     /// with [`ClientAuth::insecure_no_auth`], else on loopback only (the
     /// error says how to set a token).
     pub fn check_listener(&self, addr: SocketAddr) -> Result<(), McpError> {
-        if self.digest.is_some() || self.insecure || addr.ip().to_canonical().is_loopback() {
+        if self.token.is_some() || self.insecure || addr.ip().to_canonical().is_loopback() {
             return Ok(());
         }
         Err(McpError::Auth(format!(
@@ -148,28 +115,12 @@ impl ClientAuth {
 
     /// `Ok` when no token is required or `headers` carry it; else why not.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        let Some(expected) = &self.digest else {
+        let Some(token) = &self.token else {
             return Ok(());
         };
-        let value = headers
-            .get(header::AUTHORIZATION)
-            .ok_or("this gateway needs `Authorization: Bearer <token>`")?;
-        let value = value
-            .to_str()
-            .map_err(|_| "the Authorization header is not ASCII")?;
-        let (scheme, token) = value
-            .split_once(' ')
-            .ok_or("Authorization must use the Bearer scheme")?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err("Authorization must use the Bearer scheme");
-        }
-        // Digests have one length whatever the token's: the comparison
-        // takes the same time for every wrong token.
-        if bool::from(digest(token.trim()).ct_eq(expected)) {
-            Ok(())
-        } else {
-            Err("wrong token")
-        }
+        token
+            .check(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+            .map_err(|r| r.as_str())
     }
 }
 

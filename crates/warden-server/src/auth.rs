@@ -5,12 +5,11 @@
 //! admin API is never open by default and a local operator can still reach it.
 
 use axum::http::{HeaderMap, header};
-use sha2::{Digest, Sha256};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use warden_token::{BearerToken, Refusal, TokenError};
 
-/// Shortest token accepted from configuration.
-pub const MIN_TOKEN_LEN: usize = 16;
+pub use warden_token::MIN_TOKEN_LEN;
 
 /// Where the admin token came from (printed at startup, never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,26 +20,27 @@ pub enum TokenSource {
     File(PathBuf),
 }
 
-/// Checks `Authorization: Bearer <token>` against the admin token.
-#[derive(Clone)]
+/// Checks `Authorization: Bearer <token>` against the admin token (its
+/// digest only, compared in constant time: `warden-token`).
+#[derive(Debug, Clone)]
 pub struct AdminAuth {
-    // Only the digest is kept: comparing digests does not leak the token's bytes through timing.
-    digest: [u8; 32],
+    token: BearerToken,
     source: TokenSource,
-}
-
-impl std::fmt::Debug for AdminAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminAuth")
-            .field("source", &self.source)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The admin token could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// Reading or writing the token file failed.
+    /// The token (from the named place) is weak, unreadable or readable by
+    /// every user.
+    #[error("admin token {from}: {source}")]
+    Token {
+        /// `WARDEN_ADMIN_TOKEN` or the file.
+        from: String,
+        /// Why.
+        source: TokenError,
+    },
+    /// Writing the generated token file failed.
     #[error("admin token {path}: {source}")]
     Io {
         /// The token file.
@@ -48,96 +48,47 @@ pub enum AuthError {
         /// Why.
         source: std::io::Error,
     },
-    /// The token is too short or not printable.
-    #[error("admin token {0}: needs at least {MIN_TOKEN_LEN} printable ASCII characters")]
-    Weak(String),
     /// The OS random generator failed.
     #[error("generating the admin token: {0}")]
     Random(String),
-    /// The token file may be read by every user on the machine.
-    #[error("admin token {path}: readable by every user (mode {mode:o}); `chmod 600` it")]
-    Exposed {
-        /// The token file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Refuses a token file every user may read (a token anyone on the
-/// machine can read guards nothing), as `warden mcp` does for its own.
-fn refuse_exposed(path: &Path) -> Result<(), AuthError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(path)
-            .map_err(|source| AuthError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o004 != 0 {
-            return Err(AuthError::Exposed {
-                path: path.to_path_buf(),
-                mode: mode & 0o777,
-            });
-        }
-    }
-    let _ = path;
-    Ok(())
-}
-
-fn valid(token: &str) -> bool {
-    token.len() >= MIN_TOKEN_LEN && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl AdminAuth {
     /// Uses `token` directly (from the environment).
     pub fn from_token(token: &str) -> Result<Self, AuthError> {
-        if !valid(token) {
-            return Err(AuthError::Weak("WARDEN_ADMIN_TOKEN".to_owned()));
-        }
+        let token = BearerToken::new(token).map_err(|source| AuthError::Token {
+            from: "WARDEN_ADMIN_TOKEN".to_owned(),
+            source,
+        })?;
         Ok(AdminAuth {
-            digest: digest(token),
+            token,
             source: TokenSource::Environment,
         })
     }
 
-    /// Reads the token from `path`, generating it first if the file does not exist.
+    /// Reads the token from `path`, generating it first (mode 0600) if the
+    /// file does not exist. An existing file every user may read is refused.
     pub fn from_file(path: &Path) -> Result<Self, AuthError> {
         let io = |source| AuthError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let token = match std::fs::read_to_string(path) {
-            Ok(t) => {
-                refuse_exposed(path)?;
-                t.trim().to_owned()
-            }
+        match std::fs::metadata(path) {
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
-                let token = hex::encode(bytes);
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(io)?;
-                }
-                let mut f = create_private(path).map_err(io)?;
-                f.write_all(format!("{token}\n").as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                token
+                generate(path).map_err(|e| match e {
+                    Generate::Io(e) => io(e),
+                    Generate::Random(e) => AuthError::Random(e),
+                })?
             }
             Err(e) => return Err(io(e)),
-        };
-        if !valid(&token) {
-            return Err(AuthError::Weak(path.display().to_string()));
         }
+        let token = BearerToken::from_file(path).map_err(|source| AuthError::Token {
+            from: path.display().to_string(),
+            source,
+        })?;
         Ok(AdminAuth {
-            digest: digest(&token),
+            token,
             source: TokenSource::File(path.to_path_buf()),
         })
     }
@@ -149,22 +100,38 @@ impl AdminAuth {
 
     /// `Ok` when the request carries the admin token; the message says what is wrong otherwise.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        let value = headers
-            .get(header::AUTHORIZATION)
-            .ok_or("admin endpoint: send `authorization: Bearer <admin token>`")?;
-        let value = value
-            .to_str()
-            .map_err(|_| "authorization header is not ASCII")?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or("authorization must use the Bearer scheme")?;
-        if digest(token.trim()) == self.digest {
-            Ok(())
-        } else {
-            Err("wrong admin token")
-        }
+        let value = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        self.token.check(value).map_err(|r| match r {
+            Refusal::Missing => "admin endpoint: send `authorization: Bearer <admin token>`",
+            Refusal::NotBearer => "authorization must use the Bearer scheme",
+            Refusal::Wrong => "wrong admin token",
+        })
     }
+}
+
+/// Why a token could not be generated.
+enum Generate {
+    Io(std::io::Error),
+    Random(String),
+}
+
+/// Writes a random 256-bit token to `path` (created, 0600). Another process
+/// creating it first is fine: its token is then the one read.
+fn generate(path: &Path) -> Result<(), Generate> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Generate::Random(e.to_string()))?;
+    let token = hex::encode(bytes);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(Generate::Io)?;
+    }
+    let mut f = match create_private(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Generate::Io(e)),
+    };
+    f.write_all(format!("{token}\n").as_bytes())
+        .map_err(Generate::Io)?;
+    f.sync_all().map_err(Generate::Io)
 }
 
 #[cfg(unix)]
@@ -245,7 +212,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
         private_file(&p, "abc\n");
-        assert!(matches!(AdminAuth::from_file(&p), Err(AuthError::Weak(_))));
+        assert!(matches!(
+            AdminAuth::from_file(&p),
+            Err(AuthError::Token {
+                source: TokenError::Weak,
+                ..
+            })
+        ));
     }
 
     /// Writes `text` to `path` with mode 0600.
@@ -265,7 +238,13 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = AdminAuth::from_file(&p).unwrap_err();
         assert!(
-            matches!(&err, AuthError::Exposed { mode: 0o644, .. }),
+            matches!(
+                &err,
+                AuthError::Token {
+                    source: TokenError::Exposed { mode: 0o644, .. },
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("chmod 600"), "{err}");
